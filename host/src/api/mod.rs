@@ -1,0 +1,100 @@
+//! The HTTP API: routers assembled from small handlers. Routes are registered
+//! through utoipa-axum, so `/openapi.json` is generated from the same list as the
+//! router and cannot leave a route out.
+
+mod admin;
+mod auth;
+mod extract;
+mod health;
+mod jobs;
+pub mod problem;
+mod queues;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::response::IntoResponse;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Keyring;
+use crate::error::{Code, Error};
+use crate::queue::QueueService;
+use crate::store::Store;
+use problem::ApiError;
+
+/// Largest request body for most routes; batches get [`MAX_BATCH_BODY`].
+pub const MAX_BODY: usize = 1 << 20;
+pub const MAX_BATCH_BODY: usize = 16 << 20;
+
+pub struct App {
+    pub queue: Arc<QueueService>,
+    pub keyring: Keyring,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.queue.store()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Sluice", description = "A durable job queue with tenant-supplied WebAssembly policy."),
+    components(schemas(problem::Problem))
+)]
+struct ApiDoc;
+
+/// The routes and their OpenAPI document.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let batch = OpenApiRouter::new().routes(routes!(jobs::insert_batch)).layer(DefaultBodyLimit::max(MAX_BATCH_BODY));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(admin::create_tenant, admin::list_tenants))
+        .routes(routes!(admin::create_key, admin::list_keys))
+        .routes(routes!(admin::revoke_key))
+        .routes(routes!(queues::get, queues::put))
+        .routes(routes!(queues::claim))
+        .routes(routes!(queues::reset_breaker))
+        .routes(routes!(jobs::insert, jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::history))
+        .routes(routes!(jobs::heartbeat))
+        .routes(routes!(jobs::complete))
+        .routes(routes!(jobs::fail))
+        .routes(routes!(jobs::release))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(jobs::replay))
+        .routes(routes!(jobs::cancel))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .merge(batch)
+        .split_for_parts()
+}
+
+/// The whole service: routes, `/openapi.json`, problem+json for unknown routes,
+/// wrong methods and panics.
+pub fn router(app: AppState) -> Router {
+    let (routes, doc) = routes();
+    let doc = Arc::new(doc);
+    routes
+        .route("/openapi.json", axum::routing::get(move || async move { axum::Json(doc.as_ref().clone()) }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::from(Error::new(Code::Internal, "internal error")).into_response()
+        }))
+        .with_state(app)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    Error::new(Code::NotFound, format!("no route {}", uri.path())).into()
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    Error::new(Code::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path())).into()
+}

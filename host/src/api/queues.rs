@@ -1,0 +1,111 @@
+//! Queue routes: configuration, claims, and the failure breaker.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::Caller;
+use super::extract::{Json, Path};
+use super::problem::{ApiResult, Problem};
+use crate::auth::Permission;
+use crate::model::{Breaker, JobState, QueueConfig};
+use crate::queue::{ClaimInput, ClaimOutcome};
+use crate::store::QueueView;
+
+#[derive(Serialize, ToSchema)]
+pub struct BreakerView {
+    pub kind: String,
+    /// `open` or `closed`.
+    pub state: &'static str,
+    pub failures_in_window: usize,
+    pub opened_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QueueInfo {
+    pub name: String,
+    pub config: QueueConfig,
+    pub breakers: Vec<BreakerView>,
+    /// Jobs by state.
+    #[schema(value_type = Object)]
+    pub counts: serde_json::Map<String, serde_json::Value>,
+}
+
+impl QueueInfo {
+    fn from_view(view: QueueView, now: chrono::DateTime<chrono::Utc>) -> QueueInfo {
+        let window = view.config.breaker_window_ms as i64;
+        let breaker = |b: Breaker| BreakerView {
+            state: if b.is_open() { "open" } else { "closed" },
+            failures_in_window: b.recent_failures.iter().filter(|&&t| t > now.timestamp_millis() - window).count(),
+            opened_at: b.opened_at,
+            kind: b.kind,
+        };
+        let counts = view.counts.iter().map(|(s, n)| (JobState::as_str(*s).to_owned(), (*n).into())).collect();
+        QueueInfo { name: view.name, config: view.config, breakers: view.breakers.into_iter().map(breaker).collect(), counts }
+    }
+}
+
+/// A queue's configuration, breakers and counts.
+#[utoipa::path(get, path = "/v1/queues/{queue}", tag = "queues", responses((status = 200, body = QueueInfo), (status = 404, body = Problem)))]
+pub async fn get(State(app): State<AppState>, caller: Caller, Path(queue): Path<String>) -> ApiResult<axum::Json<QueueInfo>> {
+    let scope = caller.tenant(Permission::ReadQueues, "read queues")?;
+    let view = app.queue.queue(&scope.tenant, &queue)?;
+    Ok(axum::Json(QueueInfo::from_view(view, crate::model::now_ms())))
+}
+
+/// Fields to change; the rest keep their current (or default) values.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfigInput {
+    pub backoff_base_ms: Option<u64>,
+    pub backoff_cap_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub breaker_threshold: Option<u32>,
+    pub breaker_window_ms: Option<u64>,
+    pub schema_versions: Option<Vec<u32>>,
+}
+
+/// Set a queue's configuration (creating the queue if needed).
+#[utoipa::path(put, path = "/v1/queues/{queue}", tag = "queues", request_body = QueueConfigInput,
+    responses((status = 200, body = QueueInfo), (status = 422, body = Problem)))]
+pub async fn put(State(app): State<AppState>, caller: Caller, Path(queue): Path<String>, Json(input): Json<QueueConfigInput>) -> ApiResult<axum::Json<QueueInfo>> {
+    let scope = caller.tenant(Permission::ManageQueues, "configure queues")?;
+    let mut config = match app.queue.queue(&scope.tenant, &queue) {
+        Ok(view) => view.config,
+        Err(e) if e.code == crate::error::Code::NotFound => QueueConfig::default(),
+        Err(e) => return Err(e.into()),
+    };
+    config.backoff_base_ms = input.backoff_base_ms.unwrap_or(config.backoff_base_ms);
+    config.backoff_cap_ms = input.backoff_cap_ms.unwrap_or(config.backoff_cap_ms);
+    config.max_attempts = input.max_attempts.unwrap_or(config.max_attempts);
+    config.breaker_threshold = input.breaker_threshold.unwrap_or(config.breaker_threshold);
+    config.breaker_window_ms = input.breaker_window_ms.unwrap_or(config.breaker_window_ms);
+    config.schema_versions = input.schema_versions.unwrap_or(config.schema_versions);
+    app.queue.configure_queue(&scope.tenant, &queue, config, &scope.actor).await?;
+    let view = app.queue.queue(&scope.tenant, &queue)?;
+    Ok(axum::Json(QueueInfo::from_view(view, crate::model::now_ms())))
+}
+
+/// Lease up to `limit` jobs, in priority, then ready time, then insertion order.
+#[utoipa::path(post, path = "/v1/queues/{queue}/claim", tag = "work", request_body = ClaimInput,
+    responses((status = 200, body = ClaimOutcome), (status = 422, body = Problem)))]
+pub async fn claim(State(app): State<AppState>, caller: Caller, Path(queue): Path<String>, Json(input): Json<ClaimInput>) -> ApiResult<axum::Json<ClaimOutcome>> {
+    let scope = caller.tenant(Permission::WorkJobs, "claim jobs")?;
+    Ok(axum::Json(app.queue.claim(&scope.tenant, &queue, input, &scope.actor).await?))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BreakerReset {
+    /// Parked jobs sent back to pending.
+    pub unparked: usize,
+}
+
+/// Close the queue's failure breakers; parked jobs go back to pending.
+#[utoipa::path(post, path = "/v1/queues/{queue}/breaker/reset", tag = "queues",
+    responses((status = 200, body = BreakerReset), (status = 404, body = Problem)))]
+pub async fn reset_breaker(State(app): State<AppState>, caller: Caller, Path(queue): Path<String>) -> ApiResult<axum::Json<BreakerReset>> {
+    let scope = caller.tenant(Permission::ManageQueues, "reset breakers")?;
+    let unparked = app.queue.reset_breakers(&scope.tenant, &queue, &scope.actor).await?;
+    Ok(axum::Json(BreakerReset { unparked }))
+}

@@ -1,0 +1,93 @@
+//! The one error type of the service: a stable code and a human reason.
+//! The API turns it into RFC 9457 problem+json (api/problem.rs).
+
+use serde::Serialize;
+
+/// Stable error codes (DESIGN.md, HTTP API conventions). Clients match on these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Code {
+    DuplicateJob,
+    IllegalTransition,
+    LeaseLost,
+    ReplayNeedsOverride,
+    Validation,
+    SchemaUnsupported,
+    PayloadTooLarge,
+    NotFound,
+    Unauthenticated,
+    Forbidden,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    HeadersTooLarge,
+    Overloaded,
+    Internal,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::DuplicateJob => "DUPLICATE_JOB",
+            Code::IllegalTransition => "ILLEGAL_TRANSITION",
+            Code::LeaseLost => "LEASE_LOST",
+            Code::ReplayNeedsOverride => "REPLAY_NEEDS_OVERRIDE",
+            Code::Validation => "VALIDATION",
+            Code::SchemaUnsupported => "SCHEMA_UNSUPPORTED",
+            Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Code::NotFound => "NOT_FOUND",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::Forbidden => "FORBIDDEN",
+            Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Code::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Code::HeadersTooLarge => "HEADERS_TOO_LARGE",
+            Code::Overloaded => "OVERLOADED",
+            Code::Internal => "INTERNAL",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Code::DuplicateJob
+            | Code::IllegalTransition
+            | Code::LeaseLost
+            | Code::ReplayNeedsOverride => 409,
+            Code::Validation | Code::SchemaUnsupported => 422,
+            Code::PayloadTooLarge => 413,
+            Code::NotFound => 404,
+            Code::Unauthenticated => 401,
+            Code::Forbidden => 403,
+            Code::MethodNotAllowed => 405,
+            Code::UnsupportedMediaType => 415,
+            Code::HeadersTooLarge => 431,
+            Code::Overloaded => 503,
+            Code::Internal => 500,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {reason}", code.as_str())]
+pub struct Error {
+    pub code: Code,
+    pub reason: String,
+}
+
+impl Error {
+    pub fn new(code: Code, reason: impl Into<String>) -> Error {
+        Error { code, reason: reason.into() }
+    }
+
+    pub fn validation(reason: impl Into<String>) -> Error {
+        Error::new(Code::Validation, reason)
+    }
+
+    pub fn not_found(what: &str) -> Error {
+        Error::new(Code::NotFound, format!("{what} not found"))
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Error {
+        Error::new(Code::Internal, err.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

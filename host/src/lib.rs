@@ -1,0 +1,14 @@
+//! Sluice: a durable job queue whose policies are tenant-supplied WebAssembly.
+//! See ARCHITECTURE.md for the map; data flows api -> queue -> machine -> store.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod machine;
+pub mod maintenance;
+pub mod model;
+pub mod pseudonym;
+pub mod queue;
+pub mod server;
+pub mod store;

@@ -1,0 +1,322 @@
+//! Plain data: the job record and the small types it is made of. No I/O, no policy.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Version of the serialized [`Job`] record; bumped when its layout changes.
+pub const JOB_FORMAT_VERSION: u32 = 1;
+
+/// The five states of DESIGN.md. `parked` and `stuck` are flags on the job, not states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+    Abandoned,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Pending,
+        JobState::Processing,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Abandoned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Processing => "processing",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Abandoned => "abandoned",
+        }
+    }
+
+    /// Stable one-byte code used in index keys.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Abandoned)
+    }
+}
+
+/// Rollout stage a job runs in. Only `stable` exists until canary routing is built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    #[default]
+    Stable,
+}
+
+impl Stage {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// What a worker saved while running a job; a retry resumes from it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    pub step: String,
+    #[schema(value_type = Object)]
+    pub data: Value,
+    pub saved_at: DateTime<Utc>,
+}
+
+/// One failed attempt (QUEUE-007). Every attempt's record is kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorRecord {
+    pub code: String,
+    pub reason: String,
+    pub traceback: Option<String>,
+    pub step: Option<String>,
+    pub attempt: u32,
+    pub retryable: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// A claim's lease: the fencing token is monotonic per job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Lease {
+    pub token: u64,
+    pub owner: String,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The job record as stored and as returned by the API.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// Internal, time-ordered sequence number: the storage key.
+    pub seq: u64,
+    pub job_uuid: Uuid,
+    pub tenant: String,
+    pub user_id: String,
+    pub trace_id: String,
+    pub queue: String,
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    pub schema_version: u32,
+    pub format_version: u32,
+    pub priority: i32,
+    pub run_at: DateTime<Utc>,
+    /// Attempts started in the current attempt budget.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub state: JobState,
+    pub parked: bool,
+    pub stuck: bool,
+    pub legal_hold: bool,
+    #[schema(value_type = Object)]
+    pub tags: Map<String, Value>,
+    pub stage: Stage,
+    pub progress: Option<Progress>,
+    pub errors: Vec<ErrorRecord>,
+    pub lease: Option<Lease>,
+    /// Highest fencing token ever issued for this job.
+    pub last_token: u64,
+    /// When the scheduler next moves this job: a delayed pending job's run_at, or the
+    /// end of a failed job's backoff. `None` for ready, running, parked and terminal jobs.
+    pub due_at: Option<DateTime<Utc>>,
+    /// When the job last became pending (for stuck detection and ordering after retries).
+    pub pending_since: DateTime<Utc>,
+    pub revision: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Who did something: a key (by id and role) or one of the host's own loops.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Actor {
+    Key { key_id: String, role: String },
+    Host { service: String },
+}
+
+impl Actor {
+    pub fn host(service: &str) -> Actor {
+        Actor::Host { service: service.to_owned() }
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::Key { key_id, role } => write!(f, "key:{key_id}({role})"),
+            Actor::Host { service } => write!(f, "host:{service}"),
+        }
+    }
+}
+
+/// One durable entry of a job's history: every action on the job, in order.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEvent {
+    pub at: DateTime<Utc>,
+    pub action: String,
+    pub from: Option<JobState>,
+    pub to: JobState,
+    pub actor: Actor,
+    pub attempt: u32,
+    pub revision: u64,
+    /// Action-specific detail (error code, lease token, override flag ...).
+    #[schema(value_type = Object)]
+    pub detail: Map<String, Value>,
+}
+
+/// Truncate to milliseconds: every timestamp the store keeps or indexes is in ms.
+pub fn now_ms() -> DateTime<Utc> {
+    ms_to_time(Utc::now().timestamp_millis())
+}
+
+pub fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Millisecond key for time-ordered indexes; times before the epoch sort first.
+pub fn time_key(t: DateTime<Utc>) -> u64 {
+    t.timestamp_millis().max(0) as u64
+}
+
+/// A queue's configuration (per tenant and name). Defaults are documented in the README.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// First retry delay; each further attempt doubles it (with jitter). Default 1 s.
+    pub backoff_base_ms: u64,
+    /// Upper bound of the retry delay. Default 5 min.
+    pub backoff_cap_ms: u64,
+    /// Attempts per budget for jobs that don't set their own. Default 5.
+    pub max_attempts: u32,
+    /// Failures inside the window that open the breaker. Default 20.
+    pub breaker_threshold: u32,
+    /// The breaker's window. Default 60 s.
+    pub breaker_window_ms: u64,
+    /// Payload schema versions inserts may carry. Default [1].
+    pub schema_versions: Vec<u32>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            backoff_base_ms: 1_000,
+            backoff_cap_ms: 300_000,
+            max_attempts: 5,
+            breaker_threshold: 20,
+            breaker_window_ms: 60_000,
+            schema_versions: vec![1],
+        }
+    }
+}
+
+/// The failure breaker of one (tenant, queue, kind) (QUEUE-010).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Breaker {
+    pub kind: String,
+    /// Times (ms) of the failed attempts still inside the window.
+    pub recent_failures: Vec<i64>,
+    pub opened_at: Option<DateTime<Utc>>,
+}
+
+impl Breaker {
+    pub fn is_open(&self) -> bool {
+        self.opened_at.is_some()
+    }
+
+    /// Count one failed attempt; opens the breaker when the window holds `threshold` of them.
+    pub fn record_failure(&mut self, now: DateTime<Utc>, config: &QueueConfig) {
+        let now_ms = now.timestamp_millis();
+        let horizon = now_ms - config.breaker_window_ms as i64;
+        self.recent_failures.retain(|&t| t > horizon);
+        self.recent_failures.push(now_ms);
+        if self.opened_at.is_none() && self.recent_failures.len() as u32 >= config.breaker_threshold {
+            self.opened_at = Some(now);
+        }
+    }
+}
+
+/// Delay before retry `attempt` (1-based): exponential from the base, capped, with
+/// "equal jitter" (half fixed, half random) so a burst of failures spreads out.
+pub fn backoff_ms(config: &QueueConfig, attempt: u32, random_unit: f64) -> u64 {
+    let exp = attempt.saturating_sub(1).min(32);
+    let full = config.backoff_base_ms.saturating_mul(1u64 << exp).min(config.backoff_cap_ms);
+    full / 2 + ((full / 2) as f64 * random_unit) as u64
+}
+
+/// A tenant: the unit of isolation.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Roles a key can carry. Issue "security" refines what each may do (auth.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Admin,
+    Operator,
+    TenantAdmin,
+    Producer,
+    Worker,
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::TenantAdmin => "tenant-admin",
+            Role::Producer => "producer",
+            Role::Worker => "worker",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+/// An API key as stored: never the secret, only its SHA-256.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// `None`: the key spans all tenants.
+    pub tenant: Option<String>,
+    #[serde(with = "hex_hash")]
+    #[schema(value_type = String)]
+    pub hash: [u8; 32],
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+mod hex_hash {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&h.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        if text.len() != 64 {
+            return Err(serde::de::Error::custom("hash must be 64 hex digits"));
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom)?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,381 @@
+//! The queue service: what the API, the CLI's server side and the maintenance loops
+//! call. It checks input, fills in defaults, asks the store to act, wakes waiting
+//! claimers and writes one structured log line per action (QUEUE-017).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::pseudonym::Pseudonyms;
+use crate::store::{Change, ClaimRequest, Command, JobFilter, JobPage, NewJob, QueueView, Store, TransitionRequest};
+
+/// Most jobs in one batch insert.
+pub const MAX_BATCH: usize = 1000;
+/// Default and bounds of a claim's lease.
+pub const DEFAULT_LEASE_MS: u64 = 30_000;
+const LEASE_MS: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
+/// Longest a claim may wait for work.
+const MAX_WAIT_MS: u64 = 30_000;
+
+/// A job as a producer submits it.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobInput {
+    /// Client-chosen id; a UUIDv7 is generated when absent.
+    pub job_uuid: Option<Uuid>,
+    pub queue: String,
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    pub user_id: String,
+    /// Else taken from a W3C `traceparent` header, else generated.
+    pub trace_id: Option<String>,
+    /// Higher runs first; -1000 to 1000, default 0.
+    #[serde(default)]
+    pub priority: i32,
+    /// Not before this time.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Not before this many ms from now (instead of run_at).
+    pub delay_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    #[serde(default = "one")]
+    pub schema_version: u32,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub tags: Map<String, Value>,
+    #[serde(default)]
+    pub stage: Stage,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimInput {
+    /// Who is claiming (shown in the lease and the history).
+    pub worker: String,
+    /// How many jobs at most, 1 to 1000. Default 1.
+    #[serde(default = "one")]
+    pub limit: u32,
+    /// Lease length in ms, 1,000 to 3,600,000. Default 30,000.
+    pub lease_ms: Option<u64>,
+    /// Wait up to this many ms (at most 30,000) for a job when none is ready.
+    #[serde(default)]
+    pub wait_ms: u64,
+    #[serde(default)]
+    pub stage: Stage,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ClaimOutcome {
+    pub jobs: Vec<Job>,
+    pub paused: bool,
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() || value.len() > max {
+        return Err(Error::validation(format!("{field}: 1 to {max} bytes")));
+    }
+    Ok(())
+}
+
+/// Queue names appear in paths: letters, digits, '.', '_' and '-'.
+pub fn check_queue_name(name: &str) -> Result<()> {
+    check_len("queue", name, 128)?;
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Err(Error::validation("queue: only letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+/// The trace id of a W3C `traceparent` header (version-traceid-parentid-flags).
+fn trace_from_header(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.trim().split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()) && trace != "0".repeat(32))
+        .then(|| trace.to_ascii_lowercase())
+}
+
+impl JobInput {
+    fn validate(self, traceparent: Option<&str>, now: DateTime<Utc>) -> Result<NewJob> {
+        check_queue_name(&self.queue)?;
+        check_len("kind", &self.kind, 128)?;
+        check_len("user_id", &self.user_id, 256)?;
+        if !(-1000..=1000).contains(&self.priority) {
+            return Err(Error::validation("priority: -1000 to 1000"));
+        }
+        if let Some(n) = self.max_attempts {
+            if !(1..=1000).contains(&n) {
+                return Err(Error::validation("max_attempts: 1 to 1000"));
+            }
+        }
+        if self.schema_version == 0 {
+            return Err(Error::validation("schema_version: 1 or more"));
+        }
+        let run_at = match (self.run_at, self.delay_ms) {
+            (Some(_), Some(_)) => return Err(Error::validation("give run_at or delay_ms, not both")),
+            (Some(at), None) => at,
+            (None, Some(ms)) if ms <= 365 * 86_400_000 => now + chrono::Duration::milliseconds(ms as i64),
+            (None, Some(_)) => return Err(Error::validation("delay_ms: at most one year")),
+            (None, None) => now,
+        };
+        let trace_id = match self.trace_id {
+            Some(t) => {
+                check_len("trace_id", &t, 128)?;
+                t
+            }
+            None => traceparent.and_then(trace_from_header).unwrap_or_else(|| Uuid::new_v4().simple().to_string()),
+        };
+        Ok(NewJob {
+            job_uuid: self.job_uuid.unwrap_or_else(Uuid::now_v7),
+            user_id: self.user_id,
+            trace_id,
+            queue: self.queue,
+            kind: self.kind,
+            payload: self.payload,
+            schema_version: self.schema_version,
+            priority: self.priority,
+            run_at: ms_to_time(run_at.timestamp_millis()),
+            max_attempts: self.max_attempts,
+            tags: self.tags,
+            stage: self.stage,
+        })
+    }
+}
+
+pub struct QueueService {
+    store: Arc<dyn Store>,
+    pseudonyms: Pseudonyms,
+    /// Claimers waiting for work, per (tenant, queue).
+    waiters: DashMap<(String, String), Arc<Notify>>,
+}
+
+impl QueueService {
+    pub fn new(store: Arc<dyn Store>) -> QueueService {
+        QueueService { pseudonyms: Pseudonyms::new(store.clone()), store, waiters: DashMap::new() }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn waiter(&self, tenant: &str, queue: &str) -> Arc<Notify> {
+        self.waiters.entry((tenant.to_owned(), queue.to_owned())).or_default().clone()
+    }
+
+    pub fn wake(&self, tenant: &str, queue: &str) {
+        if let Some(n) = self.waiters.get(&(tenant.to_owned(), queue.to_owned())) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Insert jobs; each is accepted or refused on its own, in order.
+    pub async fn insert(&self, tenant: &str, inputs: Vec<JobInput>, traceparent: Option<&str>, actor: &Actor) -> Result<Vec<Result<Job>>> {
+        let now = now_ms();
+        let mut results: Vec<Option<Result<Job>>> = Vec::with_capacity(inputs.len());
+        let mut valid = Vec::new();
+        for input in inputs {
+            match input.validate(traceparent, now) {
+                Ok(new) => {
+                    valid.push(new);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut stored = self.store.insert(tenant, valid, actor.clone()).await?.into_iter();
+        let results: Vec<Result<Job>> = results.into_iter().map(|r| r.unwrap_or_else(|| stored.next().expect("one result per job"))).collect();
+        for job in results.iter().flatten() {
+            self.log(job, "insert", None, actor);
+            if job.due_at.is_none() {
+                self.wake(tenant, &job.queue);
+            }
+        }
+        for err in results.iter().filter_map(|r| r.as_ref().err()) {
+            tracing::info!(target: "sluice::job", action = "insert", tenant, actor = %actor, code = err.code.as_str(), reason = %err.reason, "insert refused");
+        }
+        Ok(results)
+    }
+
+    pub async fn claim(&self, tenant: &str, queue: &str, input: ClaimInput, actor: &Actor) -> Result<ClaimOutcome> {
+        check_queue_name(queue)?;
+        check_len("worker", &input.worker, 128)?;
+        if !(1..=MAX_BATCH as u32).contains(&input.limit) {
+            return Err(Error::validation(format!("limit: 1 to {MAX_BATCH}")));
+        }
+        let lease_ms = input.lease_ms.unwrap_or(DEFAULT_LEASE_MS);
+        if !LEASE_MS.contains(&lease_ms) {
+            return Err(Error::validation("lease_ms: 1000 to 3600000"));
+        }
+        if input.wait_ms > MAX_WAIT_MS {
+            return Err(Error::validation(format!("wait_ms: at most {MAX_WAIT_MS}")));
+        }
+        let request = ClaimRequest {
+            tenant: tenant.to_owned(),
+            queue: queue.to_owned(),
+            stage: input.stage,
+            worker: input.worker,
+            limit: input.limit,
+            lease_ms,
+            actor: actor.clone(),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(input.wait_ms);
+        let waiter = self.waiter(tenant, queue);
+        loop {
+            // Register for a wake-up before looking, so an insert in between is not missed.
+            let notified = waiter.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let jobs = self.store.claim(request.clone()).await?;
+            if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
+                for job in &jobs {
+                    self.log(job, "claim", Some(JobState::Pending), actor);
+                }
+                return Ok(ClaimOutcome { jobs, paused: false });
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+
+    /// A worker's or a person's action on one job.
+    pub async fn act(&self, tenant: &str, job_uuid: Uuid, command: Command, actor: &Actor) -> Result<Job> {
+        validate_command(&command)?;
+        let name = command_name(&command);
+        let request = TransitionRequest { tenant: tenant.to_owned(), job_uuid, command, actor: actor.clone() };
+        match self.store.transition(request).await {
+            Ok(change) => {
+                self.after(&change, actor);
+                Ok(change.job)
+            }
+            Err(e) => {
+                tracing::info!(target: "sluice::job", action = name, tenant, job_uuid = %job_uuid, actor = %actor, code = e.code.as_str(), reason = %e.reason, "action refused");
+                Err(e)
+            }
+        }
+    }
+
+    /// Log a change and wake claimers when it made a job ready.
+    pub fn after(&self, change: &Change, actor: &Actor) {
+        self.log(&change.job, change.action, Some(change.from), actor);
+        if change.job.state == JobState::Pending && change.job.due_at.is_none() {
+            self.wake(&change.job.tenant, &change.job.queue);
+        }
+    }
+
+    fn log(&self, job: &Job, action: &str, from: Option<JobState>, actor: &Actor) {
+        tracing::info!(
+            target: "sluice::job",
+            action,
+            job_uuid = %job.job_uuid,
+            user = %self.pseudonyms.of(&job.tenant, &job.user_id),
+            trace_id = %job.trace_id,
+            tenant = %job.tenant,
+            queue = %job.queue,
+            from = from.map(JobState::as_str).unwrap_or("-"),
+            to = job.state.as_str(),
+            attempt = job.attempt,
+            actor = %actor,
+            "job {action}"
+        );
+    }
+
+    pub fn job(&self, tenant: &str, job_uuid: Uuid) -> Result<Job> {
+        self.store.job(tenant, job_uuid)?.ok_or_else(|| Error::not_found("job"))
+    }
+
+    pub fn jobs(&self, tenant: &str, filter: &JobFilter, after: Option<u64>, limit: usize) -> Result<JobPage> {
+        self.store.jobs(tenant, filter, after, limit)
+    }
+
+    pub fn history(&self, tenant: &str, job_uuid: Uuid) -> Result<Vec<HistoryEvent>> {
+        self.store.history(tenant, job_uuid)?.ok_or_else(|| Error::not_found("job"))
+    }
+
+    pub fn queue(&self, tenant: &str, name: &str) -> Result<QueueView> {
+        check_queue_name(name)?;
+        self.store.queue(tenant, name)?.ok_or_else(|| Error::not_found("queue"))
+    }
+
+    pub async fn configure_queue(&self, tenant: &str, name: &str, config: QueueConfig, actor: &Actor) -> Result<QueueConfig> {
+        check_queue_name(name)?;
+        check_config(&config)?;
+        let config = self.store.put_queue_config(tenant, name, config).await?;
+        tracing::info!(target: "sluice::queue", action = "configure", tenant, queue = name, actor = %actor, "queue configured");
+        Ok(config)
+    }
+
+    pub async fn reset_breakers(&self, tenant: &str, name: &str, actor: &Actor) -> Result<usize> {
+        check_queue_name(name)?;
+        let changes = self.store.reset_breakers(tenant, name, actor.clone()).await?;
+        tracing::info!(target: "sluice::queue", action = "breaker_reset", tenant, queue = name, actor = %actor, unparked = changes.len(), "breakers reset");
+        for change in &changes {
+            self.after(change, actor);
+        }
+        Ok(changes.len())
+    }
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Heartbeat { .. } => "heartbeat",
+        Command::Complete { .. } => "complete",
+        Command::Fail { .. } => "fail",
+        Command::Release { .. } => "release",
+        Command::Retry => "retry",
+        Command::Replay { .. } => "replay",
+        Command::Cancel => "cancel",
+    }
+}
+
+fn validate_command(command: &Command) -> Result<()> {
+    match command {
+        Command::Heartbeat { lease_ms, progress, .. } => {
+            if !LEASE_MS.contains(lease_ms) {
+                return Err(Error::validation("lease_ms: 1000 to 3600000"));
+            }
+            if let Some((step, _)) = progress {
+                check_len("progress.step", step, 128)?;
+            }
+        }
+        Command::Fail { failure, .. } => {
+            check_len("code", &failure.code, 64)?;
+            check_len("reason", &failure.reason, 4096)?;
+            if failure.traceback.as_ref().is_some_and(|t| t.len() > 65_536) {
+                return Err(Error::validation("traceback: at most 65536 bytes"));
+            }
+            if let Some(step) = &failure.step {
+                check_len("step", step, 128)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn check_config(c: &QueueConfig) -> Result<()> {
+    if c.backoff_base_ms == 0 || c.backoff_cap_ms < c.backoff_base_ms {
+        return Err(Error::validation("backoff: base above 0 and cap at least the base"));
+    }
+    if !(1..=1000).contains(&c.max_attempts) {
+        return Err(Error::validation("max_attempts: 1 to 1000"));
+    }
+    if c.breaker_threshold == 0 || c.breaker_window_ms == 0 {
+        return Err(Error::validation("breaker_threshold and breaker_window_ms: above 0"));
+    }
+    if c.schema_versions.is_empty() || c.schema_versions.contains(&0) {
+        return Err(Error::validation("schema_versions: at least one version, each 1 or more"));
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! `sluice serve`: open the data folder, start the writer, the maintenance loops
+//! and the HTTP server; stop gracefully on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, App};
+use crate::auth::Keyring;
+use crate::maintenance::{self, MaintenanceConfig};
+use crate::queue::QueueService;
+use crate::store::{RedbStore, Store, StoreOptions};
+
+/// Name of the database file inside the data folder.
+pub const DB_FILE: &str = "sluice.redb";
+/// Where the first start leaves the bootstrap admin key.
+pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap-admin.key";
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub store: StoreOptions,
+    pub maintenance: MaintenanceConfig,
+}
+
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data folder {}", config.data_dir.display()))?;
+    let data = cap_std::fs::Dir::open_ambient_dir(&config.data_dir, cap_std::ambient_authority())
+        .with_context(|| format!("cannot open data folder {}", config.data_dir.display()))?;
+    let db_path = config.data_dir.join(DB_FILE);
+    let store: Arc<dyn Store> = Arc::new(
+        RedbStore::open(&db_path, &config.store).with_context(|| format!("cannot open {}", db_path.display()))?,
+    );
+    let keyring = Keyring::load(store.clone())?;
+    if let Some(secret) = keyring.bootstrap().await? {
+        write_secret(&data, BOOTSTRAP_KEY_FILE, &secret)?;
+    }
+    let key_path = config.data_dir.join(BOOTSTRAP_KEY_FILE);
+    let queue = Arc::new(QueueService::new(store.clone()));
+    let app = Arc::new(App { queue: queue.clone(), keyring });
+    let stop = CancellationToken::new();
+    let loops = maintenance::start(queue.clone(), &config.maintenance, stop.clone());
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(target: "sluice::server", listen = %addr, data = %config.data_dir.display(), bootstrap_key = %key_path.display(), "sluice is serving");
+    eprintln!("sluice listening on http://{addr}");
+    if key_path.exists() {
+        eprintln!("bootstrap admin key: {}", key_path.display());
+    }
+    axum::serve(listener, api::router(app)).with_graceful_shutdown(shutdown_signal()).await?;
+    stop.cancel();
+    for handle in loops {
+        let _ = handle.await;
+    }
+    tracing::info!(target: "sluice::server", "sluice stopped");
+    Ok(())
+}
+
+/// Write a secret readable by its owner only, through the data folder's handle.
+fn write_secret(dir: &cap_std::fs::Dir, name: &str, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = cap_std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use cap_std::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = dir.open_with(name, &options).with_context(|| format!("cannot write {name}"))?;
+    writeln!(file, "{secret}")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

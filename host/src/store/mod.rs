@@ -1,0 +1,163 @@
+//! Storage, at the level of queue operations (not key-value), so that another
+//! implementation (PostgreSQL, for several hosts on one database) can sit beside redb.
+//!
+//! Every write is one request to the store; the store decides state changes with
+//! `machine::decide` under its own serialisation, so two requests can never both
+//! win a job.
+
+mod codec;
+mod redb_store;
+mod tables;
+mod writer;
+mod write_ops;
+
+pub use redb_store::{RedbStore, StoreOptions};
+pub use writer::WriterStats;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::{Actor, ApiKey, Breaker, HistoryEvent, Job, JobState, QueueConfig, Stage, Tenant};
+
+/// A validated insert request for one job.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub job_uuid: Uuid,
+    pub user_id: String,
+    pub trace_id: String,
+    pub queue: String,
+    pub kind: String,
+    pub payload: Box<RawValue>,
+    pub schema_version: u32,
+    pub priority: i32,
+    pub run_at: DateTime<Utc>,
+    pub max_attempts: Option<u32>,
+    pub tags: Map<String, Value>,
+    pub stage: Stage,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub tenant: String,
+    pub queue: String,
+    pub stage: Stage,
+    pub worker: String,
+    pub limit: u32,
+    pub lease_ms: u64,
+    pub actor: Actor,
+}
+
+/// A worker's or a person's action on one job, named by its job_uuid.
+#[derive(Clone, Debug)]
+pub enum Command {
+    Heartbeat { token: u64, lease_ms: u64, progress: Option<(String, Value)> },
+    Complete { token: u64 },
+    Fail { token: u64, failure: Failure },
+    Release { token: u64 },
+    Retry,
+    Replay { override_terminal: bool, resume: bool },
+    Cancel,
+}
+
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub code: String,
+    pub reason: String,
+    pub traceback: Option<String>,
+    pub step: Option<String>,
+    pub retryable: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct TransitionRequest {
+    pub tenant: String,
+    pub job_uuid: Uuid,
+    pub command: Command,
+    pub actor: Actor,
+}
+
+/// A job after a state change, and the state it left.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub job: Job,
+    pub from: JobState,
+    pub action: &'static str,
+}
+
+/// What one scheduler pass did.
+#[derive(Debug, Default)]
+pub struct Promoted {
+    /// Failed jobs back to pending (state changes, logged).
+    pub changes: Vec<Change>,
+    /// Queues that got ready jobs, to wake their claimers.
+    pub ready_queues: Vec<(String, String)>,
+    /// Jobs moved in all.
+    pub moved: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub queue: Option<String>,
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub user_id: Option<String>,
+    pub parked: Option<bool>,
+}
+
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass back to get the next page; `None` at the end.
+    pub next_cursor: Option<u64>,
+}
+
+/// A queue as the API shows it: configuration, breakers and counts by state.
+pub struct QueueView {
+    pub tenant: String,
+    pub name: String,
+    pub config: QueueConfig,
+    pub breakers: Vec<Breaker>,
+    pub counts: Vec<(JobState, u64)>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Insert jobs; each is accepted or refused on its own (order kept).
+    async fn insert(&self, tenant: &str, jobs: Vec<NewJob>, actor: Actor) -> Result<Vec<Result<Job>>>;
+    /// Lease up to `limit` ready jobs of one queue, in priority, ready time, insertion order.
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Job>>;
+    async fn transition(&self, request: TransitionRequest) -> Result<Change>;
+    /// Host move: expired leases become failed attempts (`LEASE_EXPIRED`).
+    async fn expire_leases(&self, limit: usize) -> Result<Vec<Change>>;
+    /// Host move: delayed jobs become ready; failed jobs past their backoff go pending.
+    async fn promote_due(&self, limit: usize) -> Result<Promoted>;
+
+    fn job(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Job>>;
+    fn jobs(&self, tenant: &str, filter: &JobFilter, after: Option<u64>, limit: usize) -> Result<JobPage>;
+    fn history(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Vec<HistoryEvent>>>;
+    /// When the scheduler next has work, if ever.
+    fn earliest_due(&self) -> Result<Option<DateTime<Utc>>>;
+    /// When the next lease runs out, if any is held.
+    fn earliest_lease_expiry(&self) -> Result<Option<DateTime<Utc>>>;
+
+    fn queue(&self, tenant: &str, name: &str) -> Result<Option<QueueView>>;
+    async fn put_queue_config(&self, tenant: &str, name: &str, config: QueueConfig) -> Result<QueueConfig>;
+    /// Close the queue's breakers and send its parked jobs back to pending.
+    async fn reset_breakers(&self, tenant: &str, name: &str, actor: Actor) -> Result<Vec<Change>>;
+
+    async fn create_tenant(&self, tenant: Tenant) -> Result<Tenant>;
+    fn tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    fn tenants(&self) -> Result<Vec<Tenant>>;
+
+    async fn create_key(&self, key: ApiKey) -> Result<ApiKey>;
+    async fn revoke_key(&self, id: &str, tenant: Option<&str>) -> Result<ApiKey>;
+    fn keys(&self) -> Result<Vec<ApiKey>>;
+
+    /// The secret behind a user's log pseudonym (created with the user's first job).
+    fn user_key(&self, tenant: &str, user_id: &str) -> Result<Option<[u8; 32]>>;
+
+    fn writer_stats(&self) -> WriterStats;
+}

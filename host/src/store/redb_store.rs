@@ -1,0 +1,301 @@
+//! The redb implementation of [`Store`]: reads run on the caller's thread in their
+//! own read transaction; writes go through the group-commit [`Writer`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend};
+use uuid::Uuid;
+
+use super::codec::decode;
+use super::tables::*;
+use super::writer::{OpError, WriteCtx, Writer, WriterStats};
+use super::write_ops;
+use super::{ClaimRequest, Change, JobFilter, JobPage, NewJob, Promoted, QueueView, Store, TransitionRequest};
+use crate::error::{Error, Result};
+use crate::model::*;
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// redb page cache in bytes. Default 64 MiB.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { cache_bytes: 64 << 20 }
+    }
+}
+
+pub struct RedbStore {
+    db: Arc<Database>,
+    writer: Writer,
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("storage: {e}"))
+}
+
+impl RedbStore {
+    pub fn open(path: &Path, options: &StoreOptions) -> anyhow::Result<RedbStore> {
+        let db = redb::Builder::new().set_cache_size(options.cache_bytes).create(path)?;
+        Self::start(db)
+    }
+
+    /// Open on any storage backend (the crash tests use one that loses unsynced writes).
+    pub fn open_backend(backend: impl StorageBackend, options: &StoreOptions) -> anyhow::Result<RedbStore> {
+        let db = redb::Builder::new().set_cache_size(options.cache_bytes).create_with_backend(backend)?;
+        Self::start(db)
+    }
+
+    fn start(db: Database) -> anyhow::Result<RedbStore> {
+        let next_seq = prepare(&db)?;
+        let db = Arc::new(db);
+        let writer = Writer::start(db.clone(), next_seq);
+        Ok(RedbStore { db, writer })
+    }
+
+    fn read(&self) -> Result<ReadTransaction> {
+        self.db.begin_read().map_err(internal)
+    }
+
+    async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_, '_>) -> Result<T, OpError> + Send + 'static,
+    {
+        self.writer.submit(op).await
+    }
+}
+
+/// Create missing tables, check the storage schema version, and find the next seq.
+fn prepare(db: &Database) -> anyhow::Result<u64> {
+    let txn = db.begin_write()?;
+    let next_seq = {
+        let tables = Tables::open(&txn)?;
+        let mut meta = tables.meta;
+        let version = meta.get("schema_version")?.map(|v| v.value());
+        match version {
+            Some(v) if v > SCHEMA_VERSION => anyhow::bail!(
+                "the data file has storage schema version {v}, newer than this binary's {SCHEMA_VERSION}; run a newer sluice"
+            ),
+            _ => {
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+            }
+        }
+        meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1)
+    };
+    txn.commit()?;
+    Ok(next_seq)
+}
+
+fn job_by_seq(txn: &ReadTransaction, seq: u64) -> Result<Option<Job>> {
+    let jobs = txn.open_table(JOBS).map_err(internal)?;
+    match jobs.get(seq).map_err(internal)? {
+        Some(bytes) => Ok(Some(decode(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn seq_of(txn: &ReadTransaction, tenant: &str, job_uuid: Uuid) -> Result<Option<u64>> {
+    let uuids = txn.open_table(UUIDS).map_err(internal)?;
+    let seq = uuids.get((tenant, job_uuid.as_u128())).map_err(internal)?.map(|v| v.value());
+    Ok(seq.filter(|&s| s != 0))
+}
+
+/// The time of the first entry of a (time ms, seq) index.
+fn first_time(txn: &ReadTransaction, table: redb::TableDefinition<(u64, u64), ()>) -> Result<Option<DateTime<Utc>>> {
+    let t = txn.open_table(table).map_err(internal)?;
+    let first = t.first().map_err(internal)?;
+    Ok(first.map(|(k, _)| ms_to_time(k.value().0 as i64)))
+}
+
+impl JobFilter {
+    fn admits(&self, job: &Job) -> bool {
+        self.queue.as_ref().is_none_or(|q| *q == job.queue)
+            && self.state.is_none_or(|s| s == job.state)
+            && self.kind.as_ref().is_none_or(|k| *k == job.kind)
+            && self.user_id.as_ref().is_none_or(|u| *u == job.user_id)
+            && self.parked.is_none_or(|p| p == job.parked)
+    }
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    async fn insert(&self, tenant: &str, jobs: Vec<NewJob>, actor: Actor) -> Result<Vec<Result<Job>>> {
+        let tenant = tenant.to_owned();
+        // One writer request for the whole batch; a refused job wrote nothing, so the
+        // others are accepted or refused on their own.
+        self.write(move |ctx| {
+            let mut results = Vec::with_capacity(jobs.len());
+            for new in jobs {
+                results.push(match write_ops::insert(ctx, &tenant, new, &actor) {
+                    Ok(job) => Ok(job),
+                    Err(OpError::Refused(e)) => Err(e),
+                    Err(storage) => return Err(storage),
+                });
+            }
+            Ok(results)
+        })
+        .await
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Job>> {
+        self.write(move |ctx| write_ops::claim(ctx, &request)).await
+    }
+
+    async fn transition(&self, request: TransitionRequest) -> Result<Change> {
+        self.write(move |ctx| write_ops::transition(ctx, request)).await
+    }
+
+    async fn expire_leases(&self, limit: usize) -> Result<Vec<Change>> {
+        self.write(move |ctx| write_ops::expire_leases(ctx, limit)).await
+    }
+
+    async fn promote_due(&self, limit: usize) -> Result<Promoted> {
+        self.write(move |ctx| write_ops::promote_due(ctx, limit)).await
+    }
+
+    fn job(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Job>> {
+        let txn = self.read()?;
+        match seq_of(&txn, tenant, job_uuid)? {
+            Some(seq) => job_by_seq(&txn, seq),
+            None => Ok(None),
+        }
+    }
+
+    fn jobs(&self, tenant: &str, filter: &JobFilter, after: Option<u64>, limit: usize) -> Result<JobPage> {
+        let txn = self.read()?;
+        let start = after.map_or(0, |s| s + 1);
+        // Walk the narrowest index the filter allows, then check the rest on the record.
+        let seqs: Box<dyn Iterator<Item = Result<u64>>> = if let Some(user) = &filter.user_id {
+            let t = txn.open_table(BY_USER).map_err(internal)?;
+            let range = t.range((tenant, user.as_str(), start)..=(tenant, user.as_str(), u64::MAX)).map_err(internal)?;
+            Box::new(range.map(|e| e.map(|(k, _)| k.value().2).map_err(internal)))
+        } else if let Some(state) = filter.state {
+            let t = txn.open_table(BY_STATE).map_err(internal)?;
+            let range = t.range((tenant, state.code(), start)..=(tenant, state.code(), u64::MAX)).map_err(internal)?;
+            Box::new(range.map(|e| e.map(|(k, _)| k.value().2).map_err(internal)))
+        } else {
+            let t = txn.open_table(BY_TENANT).map_err(internal)?;
+            let range = t.range((tenant, start)..=(tenant, u64::MAX)).map_err(internal)?;
+            Box::new(range.map(|e| e.map(|(k, _)| k.value().1).map_err(internal)))
+        };
+        let mut jobs = Vec::new();
+        let mut last = None;
+        for seq in seqs {
+            let seq = seq?;
+            last = Some(seq);
+            if let Some(job) = job_by_seq(&txn, seq)? {
+                if filter.admits(&job) {
+                    jobs.push(job);
+                    if jobs.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let next_cursor = if jobs.len() == limit { last } else { None };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    fn history(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Vec<HistoryEvent>>> {
+        let txn = self.read()?;
+        let Some(seq) = seq_of(&txn, tenant, job_uuid)? else { return Ok(None) };
+        let t = txn.open_table(HISTORY).map_err(internal)?;
+        let events = t
+            .range((seq, 0)..=(seq, u32::MAX))
+            .map_err(internal)?
+            .map(|e| e.map_err(internal).and_then(|(_, v)| decode(v.value())))
+            .collect::<Result<_>>()?;
+        Ok(Some(events))
+    }
+
+    fn earliest_due(&self) -> Result<Option<DateTime<Utc>>> {
+        first_time(&self.read()?, DUE)
+    }
+
+    fn earliest_lease_expiry(&self) -> Result<Option<DateTime<Utc>>> {
+        first_time(&self.read()?, LEASES)
+    }
+
+    fn queue(&self, tenant: &str, name: &str) -> Result<Option<QueueView>> {
+        let txn = self.read()?;
+        let queues = txn.open_table(QUEUES).map_err(internal)?;
+        let Some(config) = queues.get((tenant, name)).map_err(internal)? else { return Ok(None) };
+        let config: QueueConfig = decode(config.value())?;
+        let breakers_t = txn.open_table(BREAKERS).map_err(internal)?;
+        let mut breakers = Vec::new();
+        for entry in breakers_t.range((tenant, name, "")..).map_err(internal)? {
+            let (k, v) = entry.map_err(internal)?;
+            let (t, q, _) = k.value();
+            if t != tenant || q != name {
+                break;
+            }
+            breakers.push(decode(v.value())?);
+        }
+        let counts_t = txn.open_table(COUNTS).map_err(internal)?;
+        let mut counts = Vec::new();
+        for state in JobState::ALL {
+            let n = counts_t.get((tenant, name, state.code())).map_err(internal)?.map(|v| v.value()).unwrap_or(0);
+            counts.push((state, n));
+        }
+        Ok(Some(QueueView { tenant: tenant.to_owned(), name: name.to_owned(), config, breakers, counts }))
+    }
+
+    async fn put_queue_config(&self, tenant: &str, name: &str, config: QueueConfig) -> Result<QueueConfig> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.write(move |ctx| write_ops::put_queue_config(ctx, &tenant, &name, &config).map(|()| config)).await
+    }
+
+    async fn reset_breakers(&self, tenant: &str, name: &str, actor: Actor) -> Result<Vec<Change>> {
+        let (tenant, name) = (tenant.to_owned(), name.to_owned());
+        self.write(move |ctx| write_ops::reset_breakers(ctx, &tenant, &name, &actor)).await
+    }
+
+    async fn create_tenant(&self, tenant: Tenant) -> Result<Tenant> {
+        self.write(move |ctx| write_ops::create_tenant(ctx, &tenant).map(|()| tenant)).await
+    }
+
+    fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        let txn = self.read()?;
+        let t = txn.open_table(TENANTS).map_err(internal)?;
+        match t.get(id).map_err(internal)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn tenants(&self) -> Result<Vec<Tenant>> {
+        let txn = self.read()?;
+        let t = txn.open_table(TENANTS).map_err(internal)?;
+        t.iter().map_err(internal)?.map(|e| e.map_err(internal).and_then(|(_, v)| decode(v.value()))).collect()
+    }
+
+    async fn create_key(&self, key: ApiKey) -> Result<ApiKey> {
+        self.write(move |ctx| write_ops::create_key(ctx, &key).map(|()| key)).await
+    }
+
+    async fn revoke_key(&self, id: &str, tenant: Option<&str>) -> Result<ApiKey> {
+        let (id, tenant) = (id.to_owned(), tenant.map(str::to_owned));
+        self.write(move |ctx| write_ops::revoke_key(ctx, &id, tenant.as_deref())).await
+    }
+
+    fn keys(&self) -> Result<Vec<ApiKey>> {
+        let txn = self.read()?;
+        let t = txn.open_table(KEYS).map_err(internal)?;
+        t.iter().map_err(internal)?.map(|e| e.map_err(internal).and_then(|(_, v)| decode(v.value()))).collect()
+    }
+
+    fn user_key(&self, tenant: &str, user_id: &str) -> Result<Option<[u8; 32]>> {
+        let txn = self.read()?;
+        let t = txn.open_table(USER_KEYS).map_err(internal)?;
+        Ok(t.get((tenant, user_id)).map_err(internal)?.and_then(|v| v.value().try_into().ok()))
+    }
+
+    fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+}

@@ -1,0 +1,84 @@
+//! The redb tables and their key layouts. Index entries are a pure function of the
+//! job record (see `write_ops::index_keys`), so an index can always be checked
+//! against, or rebuilt from, the jobs table.
+
+use redb::{TableDefinition, WriteTransaction};
+
+/// Storage schema version this binary writes; a newer file is refused at open.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// seq -> job record (JSON).
+pub const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+/// (tenant, job_uuid) -> seq; a tombstone (seq 0) stays after a job is deleted.
+pub const UUIDS: TableDefinition<(&str, u128), u64> = TableDefinition::new("uuid_index");
+/// (tenant, queue, stage, inverted priority, ready time ms, seq): pending jobs ready to run.
+pub const READY: TableDefinition<(&str, &str, u8, u32, u64, u64), ()> = TableDefinition::new("ready_index");
+/// (due ms, seq): delayed pending jobs and failed jobs waiting out their backoff.
+pub const DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("due_index");
+/// (lease expiry ms, seq): processing jobs.
+pub const LEASES: TableDefinition<(u64, u64), ()> = TableDefinition::new("lease_index");
+/// (tenant, state, seq).
+pub const BY_STATE: TableDefinition<(&str, u8, u64), ()> = TableDefinition::new("state_index");
+/// (tenant, seq): every job of a tenant, in insertion order.
+pub const BY_TENANT: TableDefinition<(&str, u64), ()> = TableDefinition::new("tenant_index");
+/// (tenant, user_id, seq).
+pub const BY_USER: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("user_index");
+/// (tenant, queue, state) -> number of jobs.
+pub const COUNTS: TableDefinition<(&str, &str, u8), u64> = TableDefinition::new("state_counts");
+/// (seq, n) -> history event (JSON), n counting from 0.
+pub const HISTORY: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("job_history");
+/// (tenant, queue) -> queue config (JSON).
+pub const QUEUES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("queues");
+/// (tenant, queue, kind) -> breaker (JSON).
+pub const BREAKERS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("breakers");
+/// tenant id -> tenant (JSON).
+pub const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+/// key id -> api key (JSON, holding the secret's hash only).
+pub const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+/// (tenant, user_id) -> 32-byte secret of the user's log pseudonym.
+pub const USER_KEYS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("user_keys");
+/// name -> value: `schema_version`, `next_seq`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// All tables of one write transaction, opened once per batch.
+pub struct Tables<'t> {
+    pub jobs: redb::Table<'t, u64, &'static [u8]>,
+    pub uuids: redb::Table<'t, (&'static str, u128), u64>,
+    pub ready: redb::Table<'t, (&'static str, &'static str, u8, u32, u64, u64), ()>,
+    pub due: redb::Table<'t, (u64, u64), ()>,
+    pub leases: redb::Table<'t, (u64, u64), ()>,
+    pub by_state: redb::Table<'t, (&'static str, u8, u64), ()>,
+    pub by_tenant: redb::Table<'t, (&'static str, u64), ()>,
+    pub by_user: redb::Table<'t, (&'static str, &'static str, u64), ()>,
+    pub counts: redb::Table<'t, (&'static str, &'static str, u8), u64>,
+    pub history: redb::Table<'t, (u64, u32), &'static [u8]>,
+    pub queues: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub breakers: redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
+    pub tenants: redb::Table<'t, &'static str, &'static [u8]>,
+    pub keys: redb::Table<'t, &'static str, &'static [u8]>,
+    pub user_keys: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub meta: redb::Table<'t, &'static str, u64>,
+}
+
+impl<'t> Tables<'t> {
+    pub fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, redb::TableError> {
+        Ok(Tables {
+            jobs: txn.open_table(JOBS)?,
+            uuids: txn.open_table(UUIDS)?,
+            ready: txn.open_table(READY)?,
+            due: txn.open_table(DUE)?,
+            leases: txn.open_table(LEASES)?,
+            by_state: txn.open_table(BY_STATE)?,
+            by_tenant: txn.open_table(BY_TENANT)?,
+            by_user: txn.open_table(BY_USER)?,
+            counts: txn.open_table(COUNTS)?,
+            history: txn.open_table(HISTORY)?,
+            queues: txn.open_table(QUEUES)?,
+            breakers: txn.open_table(BREAKERS)?,
+            tenants: txn.open_table(TENANTS)?,
+            keys: txn.open_table(KEYS)?,
+            user_keys: txn.open_table(USER_KEYS)?,
+            meta: txn.open_table(META)?,
+        })
+    }
+}

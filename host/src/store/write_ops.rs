@@ -1,0 +1,594 @@
+//! The write operations, run inside the single writer's transaction.
+//!
+//! Every job change goes through [`put_job`], which derives the index entries from
+//! the old and the new record, so indexes cannot drift from the jobs table.
+//! Every state change goes through `machine::decide`.
+
+use chrono::{DateTime, Duration, Utc};
+use redb::ReadableTable;
+use serde_json::{Map, Value, json};
+
+use super::codec::{decode, encode};
+use super::tables::Tables;
+use super::writer::{OpError, WriteCtx};
+use super::{ClaimRequest, Command, Change, NewJob, Promoted, TransitionRequest};
+use crate::error::{Code, Error};
+use crate::machine::{self, Action, Facts, Refusal};
+use crate::model::*;
+
+type OpResult<T> = Result<T, OpError>;
+
+/// The index entries a job record implies.
+struct IndexKeys<'j> {
+    tenant: &'j str,
+    queue: &'j str,
+    state: u8,
+    seq: u64,
+    ready: Option<(u8, u32, u64)>,
+    due: Option<u64>,
+    lease: Option<u64>,
+}
+
+fn index_keys(job: &Job) -> IndexKeys<'_> {
+    let ready = (job.state == JobState::Pending && job.due_at.is_none()).then(|| {
+        let order = job.run_at.max(job.pending_since);
+        (job.stage.code(), priority_key(job.priority), time_key(order))
+    });
+    IndexKeys {
+        tenant: &job.tenant,
+        queue: &job.queue,
+        state: job.state.code(),
+        seq: job.seq,
+        ready,
+        due: job.due_at.map(time_key),
+        lease: (job.state == JobState::Processing)
+            .then(|| job.lease.as_ref().map(|l| time_key(l.expires_at)))
+            .flatten(),
+    }
+}
+
+/// Higher priority sorts first.
+fn priority_key(priority: i32) -> u32 {
+    (i32::MAX as i64 - priority as i64) as u32
+}
+
+/// Store `new`, replacing `old` (same seq), keeping every index in step.
+pub fn put_job(t: &mut Tables<'_>, old: Option<&Job>, new: &Job) -> OpResult<()> {
+    if let Some(old) = old {
+        let k = index_keys(old);
+        if let Some((stage, prio, order)) = k.ready {
+            t.ready.remove((k.tenant, k.queue, stage, prio, order, k.seq))?;
+        }
+        if let Some(due) = k.due {
+            t.due.remove((due, k.seq))?;
+        }
+        if let Some(exp) = k.lease {
+            t.leases.remove((exp, k.seq))?;
+        }
+        t.by_state.remove((k.tenant, k.state, k.seq))?;
+        add_count(t, k.tenant, k.queue, k.state, -1)?;
+    } else {
+        t.by_tenant.insert((new.tenant.as_str(), new.seq), ())?;
+        t.by_user.insert((new.tenant.as_str(), new.user_id.as_str(), new.seq), ())?;
+    }
+    let k = index_keys(new);
+    if let Some((stage, prio, order)) = k.ready {
+        t.ready.insert((k.tenant, k.queue, stage, prio, order, k.seq), ())?;
+    }
+    if let Some(due) = k.due {
+        t.due.insert((due, k.seq), ())?;
+    }
+    if let Some(exp) = k.lease {
+        t.leases.insert((exp, k.seq), ())?;
+    }
+    t.by_state.insert((k.tenant, k.state, k.seq), ())?;
+    add_count(t, k.tenant, k.queue, k.state, 1)?;
+    t.jobs.insert(new.seq, encode(new).as_slice())?;
+    Ok(())
+}
+
+fn add_count(t: &mut Tables<'_>, tenant: &str, queue: &str, state: u8, delta: i64) -> OpResult<()> {
+    let key = (tenant, queue, state);
+    let current = t.counts.get(key)?.map(|v| v.value()).unwrap_or(0);
+    let next = (current as i64 + delta).max(0) as u64;
+    if next == 0 {
+        t.counts.remove(key)?;
+    } else {
+        t.counts.insert(key, next)?;
+    }
+    Ok(())
+}
+
+fn load_job(t: &Tables<'_>, seq: u64) -> OpResult<Job> {
+    let bytes = t.jobs.get(seq)?.ok_or_else(|| Error::internal(format!("index points at missing job {seq}")))?;
+    Ok(decode(bytes.value())?)
+}
+
+fn find_job(t: &Tables<'_>, tenant: &str, job_uuid: uuid::Uuid) -> OpResult<Job> {
+    let seq = t.uuids.get((tenant, job_uuid.as_u128()))?.map(|v| v.value()).unwrap_or(0);
+    if seq == 0 {
+        return Err(Error::not_found("job").into());
+    }
+    load_job(t, seq)
+}
+
+/// Append one event to the job's history.
+fn record(t: &mut Tables<'_>, job: &Job, action: &str, from: Option<JobState>, actor: &Actor, detail: Map<String, Value>, now: DateTime<Utc>) -> OpResult<()> {
+    let n = t
+        .history
+        .range((job.seq, 0)..=(job.seq, u32::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(k, _)| k.value().1 + 1)
+        .unwrap_or(0);
+    let event = HistoryEvent {
+        at: now,
+        action: action.to_owned(),
+        from,
+        to: job.state,
+        actor: actor.clone(),
+        attempt: job.attempt,
+        revision: job.revision,
+        detail,
+    };
+    t.history.insert((job.seq, n), encode(&event).as_slice())?;
+    Ok(())
+}
+
+fn detail(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The queue's configuration; `None` when the queue was never used.
+pub fn queue_config(t: &Tables<'_>, tenant: &str, queue: &str) -> OpResult<Option<QueueConfig>> {
+    Ok(match t.queues.get((tenant, queue))? {
+        Some(bytes) => Some(decode(bytes.value())?),
+        None => None,
+    })
+}
+
+fn config_or_create(t: &mut Tables<'_>, tenant: &str, queue: &str) -> OpResult<QueueConfig> {
+    if let Some(config) = queue_config(t, tenant, queue)? {
+        return Ok(config);
+    }
+    let config = QueueConfig::default();
+    t.queues.insert((tenant, queue), encode(&config).as_slice())?;
+    Ok(config)
+}
+
+pub fn insert(ctx: &mut WriteCtx<'_, '_>, tenant: &str, new: NewJob, actor: &Actor) -> OpResult<Job> {
+    let t = &mut *ctx.tables;
+    if t.tenants.get(tenant)?.is_none() {
+        return Err(Error::not_found("tenant").into());
+    }
+    let uuid_key = (tenant, new.job_uuid.as_u128());
+    if let Some(seq) = t.uuids.get(uuid_key)?.map(|v| v.value()) {
+        let reason = if seq == 0 {
+            format!("job_uuid {} was used by a job that has since been deleted", new.job_uuid)
+        } else {
+            format!("job_uuid {} already exists in this tenant; the stored job is unchanged", new.job_uuid)
+        };
+        return Err(Error::new(Code::DuplicateJob, reason).into());
+    }
+    let existing = queue_config(t, tenant, &new.queue)?;
+    let config = existing.clone().unwrap_or_default();
+    if !config.schema_versions.contains(&new.schema_version) {
+        return Err(Error::new(
+            Code::SchemaUnsupported,
+            format!("queue {} accepts schema versions {:?}, not {}", new.queue, config.schema_versions, new.schema_version),
+        )
+        .into());
+    }
+    // Checks done: from here on, write.
+    if existing.is_none() {
+        config_or_create(t, tenant, &new.queue)?;
+    }
+    if t.user_keys.get((tenant, new.user_id.as_str()))?.is_none() {
+        let secret: [u8; 32] = rand::random();
+        t.user_keys.insert((tenant, new.user_id.as_str()), secret.as_slice())?;
+    }
+    let now = ctx.now;
+    let seq = *ctx.next_seq;
+    *ctx.next_seq += 1;
+    let job = Job {
+        seq,
+        job_uuid: new.job_uuid,
+        tenant: tenant.to_owned(),
+        user_id: new.user_id,
+        trace_id: new.trace_id,
+        queue: new.queue,
+        kind: new.kind,
+        payload: new.payload,
+        schema_version: new.schema_version,
+        format_version: JOB_FORMAT_VERSION,
+        priority: new.priority,
+        run_at: new.run_at,
+        attempt: 0,
+        max_attempts: new.max_attempts.unwrap_or(config.max_attempts),
+        state: JobState::Pending,
+        parked: false,
+        stuck: false,
+        legal_hold: false,
+        tags: new.tags,
+        stage: new.stage,
+        progress: None,
+        errors: Vec::new(),
+        lease: None,
+        last_token: 0,
+        due_at: (new.run_at > now).then_some(new.run_at),
+        pending_since: now,
+        revision: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    t.uuids.insert(uuid_key, seq)?;
+    put_job(t, None, &job)?;
+    record(t, &job, "insert", None, actor, Map::new(), now)?;
+    Ok(job)
+}
+
+pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Vec<Job>> {
+    let t = &mut *ctx.tables;
+    let (tenant, queue, stage) = (req.tenant.as_str(), req.queue.as_str(), req.stage.code());
+    let seqs: Vec<u64> = t
+        .ready
+        .range((tenant, queue, stage, 0, 0, 0)..=(tenant, queue, stage, u32::MAX, u64::MAX, u64::MAX))?
+        .take(req.limit as usize)
+        .map(|entry| entry.map(|(k, _)| k.value().5))
+        .collect::<Result<_, _>>()?;
+    let mut claimed = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let old = load_job(t, seq)?;
+        let mv = machine::decide(Action::Claim, old.state, Facts::default()).map_err(|_| Error::internal("ready index holds a job that is not pending"))?;
+        let mut job = old.clone();
+        job.state = mv.to;
+        job.attempt += 1;
+        job.last_token += 1;
+        job.lease = Some(Lease {
+            token: job.last_token,
+            owner: req.worker.clone(),
+            acquired_at: ctx.now,
+            expires_at: ctx.now + Duration::milliseconds(req.lease_ms as i64),
+        });
+        job.stuck = false;
+        job.revision += 1;
+        job.updated_at = ctx.now;
+        put_job(t, Some(&old), &job)?;
+        let d = detail(json!({ "token": job.last_token, "worker": req.worker, "lease_ms": req.lease_ms }));
+        record(t, &job, "claim", Some(old.state), &req.actor, d, ctx.now)?;
+        claimed.push(job);
+    }
+    Ok(claimed)
+}
+
+fn lease_lost(job: &Job, token: u64, now: DateTime<Utc>) -> Option<Error> {
+    let reason = match &job.lease {
+        None => format!("job is {} and holds no lease; token {token} is stale", job.state.as_str()),
+        Some(l) if l.token != token => format!("token {token} is stale; the current lease has token {}", l.token),
+        Some(l) if l.expires_at <= now => format!("the lease with token {token} expired at {}", l.expires_at),
+        Some(_) => return None,
+    };
+    Some(Error::new(Code::LeaseLost, reason))
+}
+
+fn refusal(r: Refusal, action: Action, job: &Job) -> Error {
+    match r {
+        Refusal::Illegal => Error::new(
+            Code::IllegalTransition,
+            format!("{} is not allowed from state {}", action.name(), job.state.as_str()),
+        ),
+        Refusal::NeedsOverride => Error::new(
+            Code::ReplayNeedsOverride,
+            format!("job is {}; taking it back to pending is a replay and needs \"override\": true", job.state.as_str()),
+        ),
+    }
+}
+
+fn action_of(command: &Command) -> Action {
+    match command {
+        Command::Heartbeat { .. } => Action::Heartbeat,
+        Command::Complete { .. } => Action::Complete,
+        Command::Fail { failure, .. } => Action::Fail { retryable: failure.retryable },
+        Command::Release { .. } => Action::Release,
+        Command::Retry => Action::Retry,
+        Command::Replay { override_terminal, .. } => Action::Replay { override_terminal: *override_terminal },
+        Command::Cancel => Action::Cancel,
+    }
+}
+
+fn token_of(command: &Command) -> Option<u64> {
+    match command {
+        Command::Heartbeat { token, .. }
+        | Command::Complete { token }
+        | Command::Fail { token, .. }
+        | Command::Release { token } => Some(*token),
+        _ => None,
+    }
+}
+
+pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResult<Change> {
+    let now = ctx.now;
+    let t = &mut *ctx.tables;
+    let old = find_job(t, &req.tenant, req.job_uuid)?;
+    let action = action_of(&req.command);
+    if let Some(token) = token_of(&req.command) {
+        if let Some(e) = lease_lost(&old, token, now) {
+            return Err(e.into());
+        }
+    }
+    let config = queue_config(t, &old.tenant, &old.queue)?.unwrap_or_default();
+    let mut breaker = load_breaker(t, &old)?;
+    if matches!(action, Action::Fail { .. }) {
+        breaker.record_failure(now, &config);
+    }
+    let facts = Facts {
+        attempts_left: old.attempt < old.max_attempts,
+        breaker_open: breaker.is_open(),
+        parked: old.parked,
+    };
+    let mv = machine::decide(action, old.state, facts).map_err(|r| refusal(r, action, &old))?;
+
+    let mut job = old.clone();
+    job.state = mv.to;
+    job.parked = mv.parked;
+    job.revision += 1;
+    job.updated_at = now;
+    let mut d = Map::new();
+    match req.command {
+        Command::Heartbeat { lease_ms, progress, .. } => {
+            if let Some(lease) = job.lease.as_mut() {
+                lease.expires_at = now + Duration::milliseconds(lease_ms as i64);
+            }
+            if let Some((step, data)) = progress {
+                d.insert("step".into(), Value::String(step.clone()));
+                job.progress = Some(Progress { step, data, saved_at: now });
+                job.stuck = false;
+            }
+        }
+        Command::Complete { .. } => job.lease = None,
+        Command::Release { .. } => {
+            job.lease = None;
+            job.attempt = job.attempt.saturating_sub(1);
+            job.pending_since = now;
+        }
+        Command::Fail { failure, .. } => {
+            d = detail(json!({ "code": failure.code, "retryable": failure.retryable }));
+            job.errors.push(ErrorRecord {
+                code: failure.code,
+                reason: failure.reason,
+                traceback: failure.traceback,
+                step: failure.step,
+                attempt: job.attempt,
+                retryable: failure.retryable,
+                at: now,
+            });
+            after_failed_attempt(&mut job, &config, now);
+            store_breaker(t, &job, &breaker)?;
+        }
+        Command::Retry => {
+            back_to_pending(&mut job, now);
+        }
+        Command::Replay { override_terminal, resume } => {
+            d = detail(json!({ "override": override_terminal, "resume": resume }));
+            back_to_pending(&mut job, now);
+            if !resume {
+                job.progress = None;
+            }
+        }
+        Command::Cancel => {
+            job.due_at = None;
+        }
+    }
+    put_job(t, Some(&old), &job)?;
+    if action != Action::Heartbeat || d.contains_key("step") {
+        record(t, &job, action.name(), Some(old.state), &req.actor, d, now)?;
+    }
+    Ok(Change { job, from: old.state, action: action.name() })
+}
+
+/// After a failed attempt the machine chose `failed` or `abandoned`: set lease and backoff.
+fn after_failed_attempt(job: &mut Job, config: &QueueConfig, now: DateTime<Utc>) {
+    job.lease = None;
+    job.due_at = (job.state == JobState::Failed && !job.parked)
+        .then(|| now + Duration::milliseconds(backoff_ms(config, job.attempt, rand::random()) as i64));
+}
+
+/// Retry and replay: pending now, a fresh attempt budget, flags cleared.
+fn back_to_pending(job: &mut Job, now: DateTime<Utc>) {
+    job.attempt = 0;
+    job.parked = false;
+    job.stuck = false;
+    job.lease = None;
+    job.due_at = None;
+    job.pending_since = now;
+}
+
+fn load_breaker(t: &Tables<'_>, job: &Job) -> OpResult<Breaker> {
+    Ok(match t.breakers.get((job.tenant.as_str(), job.queue.as_str(), job.kind.as_str()))? {
+        Some(bytes) => decode(bytes.value())?,
+        None => Breaker { kind: job.kind.clone(), ..Breaker::default() },
+    })
+}
+
+fn store_breaker(t: &mut Tables<'_>, job: &Job, breaker: &Breaker) -> OpResult<()> {
+    t.breakers.insert((job.tenant.as_str(), job.queue.as_str(), job.kind.as_str()), encode(breaker).as_slice())?;
+    Ok(())
+}
+
+/// Host move: leases that ran out are failed attempts with `LEASE_EXPIRED`.
+pub fn expire_leases(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<Change>> {
+    let now = ctx.now;
+    let t = &mut *ctx.tables;
+    let seqs: Vec<u64> = t
+        .leases
+        .range((0, 0)..=(time_key(now), u64::MAX))?
+        .take(limit)
+        .map(|e| e.map(|(k, _)| k.value().1))
+        .collect::<Result<_, _>>()?;
+    let actor = Actor::host("rescuer");
+    let mut changes = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let old = load_job(t, seq)?;
+        let config = queue_config(t, &old.tenant, &old.queue)?.unwrap_or_default();
+        let mut breaker = load_breaker(t, &old)?;
+        breaker.record_failure(now, &config);
+        let facts = Facts { attempts_left: old.attempt < old.max_attempts, breaker_open: breaker.is_open(), parked: old.parked };
+        let mv = machine::decide(Action::ExpireLease, old.state, facts)
+            .map_err(|_| Error::internal("lease index holds a job that is not processing"))?;
+        let mut job = old.clone();
+        job.state = mv.to;
+        job.parked = mv.parked;
+        let lease = job.lease.clone();
+        job.errors.push(ErrorRecord {
+            code: "LEASE_EXPIRED".into(),
+            reason: match &lease {
+                Some(l) => format!("lease {} of worker {} expired at {}", l.token, l.owner, l.expires_at),
+                None => "lease expired".into(),
+            },
+            traceback: None,
+            step: job.progress.as_ref().map(|p| p.step.clone()),
+            attempt: job.attempt,
+            retryable: true,
+            at: now,
+        });
+        after_failed_attempt(&mut job, &config, now);
+        job.revision += 1;
+        job.updated_at = now;
+        store_breaker(t, &job, &breaker)?;
+        put_job(t, Some(&old), &job)?;
+        let d = detail(json!({ "code": "LEASE_EXPIRED", "token": lease.map(|l| l.token) }));
+        record(t, &job, Action::ExpireLease.name(), Some(old.state), &actor, d, now)?;
+        changes.push(Change { job, from: old.state, action: Action::ExpireLease.name() });
+    }
+    Ok(changes)
+}
+
+/// Host move: delayed jobs whose run_at came become ready; failed jobs whose backoff
+/// passed go back to pending.
+pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promoted> {
+    let now = ctx.now;
+    let t = &mut *ctx.tables;
+    let seqs: Vec<u64> = t
+        .due
+        .range((0, 0)..=(time_key(now), u64::MAX))?
+        .take(limit)
+        .map(|e| e.map(|(k, _)| k.value().1))
+        .collect::<Result<_, _>>()?;
+    let actor = Actor::host("scheduler");
+    let mut promoted = Promoted { moved: seqs.len(), ..Promoted::default() };
+    for seq in seqs {
+        let old = load_job(t, seq)?;
+        let mut job = old.clone();
+        job.due_at = None;
+        if old.state == JobState::Failed {
+            let facts = Facts { parked: old.parked, ..Facts::default() };
+            let mv = machine::decide(Action::Reschedule, old.state, facts)
+                .map_err(|_| Error::internal("due index holds a parked job"))?;
+            job.state = mv.to;
+            job.pending_since = now;
+            job.revision += 1;
+            job.updated_at = now;
+            put_job(t, Some(&old), &job)?;
+            record(t, &job, Action::Reschedule.name(), Some(old.state), &actor, Map::new(), now)?;
+            promoted.changes.push(Change { job, from: old.state, action: Action::Reschedule.name() });
+        } else {
+            put_job(t, Some(&old), &job)?;
+            let queue = (job.tenant.clone(), job.queue.clone());
+            if !promoted.ready_queues.contains(&queue) {
+                promoted.ready_queues.push(queue);
+            }
+        }
+    }
+    Ok(promoted)
+}
+
+pub fn put_queue_config(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, config: &QueueConfig) -> OpResult<()> {
+    if ctx.tables.tenants.get(tenant)?.is_none() {
+        return Err(Error::not_found("tenant").into());
+    }
+    ctx.tables.queues.insert((tenant, queue), encode(config).as_slice())?;
+    Ok(())
+}
+
+/// Close every breaker of the queue and send its parked jobs back to pending.
+pub fn reset_breakers(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, actor: &Actor) -> OpResult<Vec<Change>> {
+    let now = ctx.now;
+    let t = &mut *ctx.tables;
+    if queue_config(t, tenant, queue)?.is_none() {
+        return Err(Error::not_found("queue").into());
+    }
+    let mut kinds: Vec<String> = Vec::new();
+    for entry in t.breakers.range((tenant, queue, "")..)? {
+        let (k, _) = entry?;
+        let (tn, q, kind) = k.value();
+        if tn != tenant || q != queue {
+            break;
+        }
+        kinds.push(kind.to_owned());
+    }
+    for kind in &kinds {
+        t.breakers.remove((tenant, queue, kind.as_str()))?;
+    }
+    let failed: Vec<u64> = t
+        .by_state
+        .range((tenant, JobState::Failed.code(), 0)..=(tenant, JobState::Failed.code(), u64::MAX))?
+        .map(|e| e.map(|(k, _)| k.value().2))
+        .collect::<Result<_, _>>()?;
+    let mut changes = Vec::new();
+    for seq in failed {
+        let old = load_job(t, seq)?;
+        if old.queue != queue || !old.parked {
+            continue;
+        }
+        let mut job = old.clone();
+        job.parked = false;
+        let mv = machine::decide(Action::Reschedule, old.state, Facts::default())
+            .map_err(|_| Error::internal("a failed job could not be rescheduled"))?;
+        job.state = mv.to;
+        job.pending_since = now;
+        job.due_at = None;
+        job.revision += 1;
+        job.updated_at = now;
+        put_job(t, Some(&old), &job)?;
+        record(t, &job, "breaker_reset", Some(old.state), actor, Map::new(), now)?;
+        changes.push(Change { job, from: old.state, action: "breaker_reset" });
+    }
+    Ok(changes)
+}
+
+pub fn create_tenant(ctx: &mut WriteCtx<'_, '_>, tenant: &Tenant) -> OpResult<()> {
+    if ctx.tables.tenants.get(tenant.id.as_str())?.is_some() {
+        return Err(Error::new(Code::Validation, format!("tenant {} already exists", tenant.id)).into());
+    }
+    ctx.tables.tenants.insert(tenant.id.as_str(), encode(tenant).as_slice())?;
+    Ok(())
+}
+
+pub fn create_key(ctx: &mut WriteCtx<'_, '_>, key: &ApiKey) -> OpResult<()> {
+    if let Some(tenant) = &key.tenant {
+        if ctx.tables.tenants.get(tenant.as_str())?.is_none() {
+            return Err(Error::not_found("tenant").into());
+        }
+    }
+    ctx.tables.keys.insert(key.id.as_str(), encode(key).as_slice())?;
+    Ok(())
+}
+
+/// Revoke a key; `tenant` limits the search to one tenant's keys.
+pub fn revoke_key(ctx: &mut WriteCtx<'_, '_>, id: &str, tenant: Option<&str>) -> OpResult<ApiKey> {
+    let mut key: ApiKey = match ctx.tables.keys.get(id)? {
+        Some(bytes) => decode(bytes.value())?,
+        None => return Err(Error::not_found("key").into()),
+    };
+    if tenant.is_some() && key.tenant.as_deref() != tenant {
+        return Err(Error::not_found("key").into());
+    }
+    if key.revoked_at.is_none() {
+        key.revoked_at = Some(ctx.now);
+        ctx.tables.keys.insert(id, encode(&key).as_slice())?;
+    }
+    Ok(key)
+}

@@ -1,0 +1,216 @@
+//! The single writer and its group commit.
+//!
+//! redb allows one write transaction at a time and a durable commit costs an fsync,
+//! so every write request goes to one thread that takes all requests waiting, applies
+//! them in one transaction and commits once. Each request succeeds or fails on its
+//! own; none is answered before the commit that holds it is durable.
+//!
+//! Invariant for operations: an operation that refuses (returns `OpError::Refused`)
+//! has written nothing. Operations check everything first, then write.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use redb::{Database, Durability};
+use tokio::sync::{mpsc, oneshot};
+
+use super::tables::Tables;
+use crate::error::{Error, Result};
+use crate::model::now_ms;
+
+/// Most requests applied in one transaction.
+const MAX_BATCH: usize = 2048;
+
+/// Why an operation did not succeed.
+pub enum OpError {
+    /// The request was refused (bad state, duplicate ...); it wrote nothing.
+    Refused(Error),
+    /// Storage failed; the whole batch is rolled back.
+    Storage(String),
+}
+
+impl From<Error> for OpError {
+    fn from(e: Error) -> Self {
+        OpError::Refused(e)
+    }
+}
+
+macro_rules! storage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for OpError {
+            fn from(e: $t) -> Self {
+                OpError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_errors!(redb::StorageError, redb::TableError, redb::CommitError, redb::TransactionError);
+
+/// What an operation sees: the open tables, the batch's clock and the job sequence.
+pub struct WriteCtx<'a, 't> {
+    pub tables: &'a mut Tables<'t>,
+    pub now: DateTime<Utc>,
+    pub next_seq: &'a mut u64,
+}
+
+type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+type Op = Box<dyn FnOnce(&mut WriteCtx<'_, '_>) -> Result<Reply, String> + Send>;
+
+/// Counts of the writer's work, for tests, `/health` and metrics.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct WriterStats {
+    pub requests: u64,
+    pub commits: u64,
+    pub largest_batch: u64,
+    pub queued: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    commits: AtomicU64,
+    largest_batch: AtomicU64,
+    queued: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Op>,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    /// Start the writer thread. `next_seq` is the next job sequence number to hand out.
+    pub fn start(db: Arc<Database>, next_seq: u64) -> Writer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        let thread_counters = counters.clone();
+        std::thread::Builder::new()
+            .name("sluice-writer".into())
+            .spawn(move || run(db, rx, next_seq, thread_counters))
+            .expect("spawn writer thread");
+        Writer { tx, counters }
+    }
+
+    /// Run `op` in the next batch and wait until its commit is durable.
+    pub async fn submit<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_, '_>) -> Result<T, OpError> + Send + 'static,
+    {
+        let (done, wait) = oneshot::channel::<Result<T>>();
+        let boxed: Op = Box::new(move |ctx| match op(ctx) {
+            Err(OpError::Storage(e)) => Err(e),
+            outcome => Ok(Box::new(move |committed: Result<()>| {
+                let answer = committed.and_then(|()| match outcome {
+                    Ok(v) => Ok(v),
+                    Err(OpError::Refused(e)) => Err(e),
+                    Err(OpError::Storage(e)) => Err(Error::internal(e)),
+                });
+                let _ = done.send(answer);
+            }) as Reply),
+        });
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(boxed).map_err(|_| Error::internal("the writer has stopped"))?;
+        wait.await.map_err(|_| Error::internal("the writer dropped a request"))?
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            largest_batch: self.counters.largest_batch.load(Ordering::Relaxed),
+            queued: self.counters.queued.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Op>, mut next_seq: u64, counters: Arc<Counters>) {
+    let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let size = batch.len() as u64;
+        counters.queued.fetch_sub(size, Ordering::Relaxed);
+        counters.requests.fetch_add(size, Ordering::Relaxed);
+        counters.largest_batch.fetch_max(size, Ordering::Relaxed);
+        let seq_before = next_seq;
+        match apply_batch(&db, batch.drain(..), &mut next_seq) {
+            Ok(replies) => {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                for reply in replies {
+                    reply(Ok(()));
+                }
+            }
+            Err((replies, reason)) => {
+                next_seq = seq_before;
+                tracing::error!(target: "sluice::store", error = %reason, "write batch rolled back");
+                for reply in replies {
+                    reply(Err(Error::internal(format!("storage failure: {reason}"))));
+                }
+            }
+        }
+    }
+}
+
+/// Apply a batch in one durable transaction. On failure every request of the batch
+/// is answered with the error (the replies gathered so far are handed back).
+fn apply_batch(
+    db: &Database,
+    ops: impl Iterator<Item = Op>,
+    next_seq: &mut u64,
+) -> Result<Vec<Reply>, (Vec<Reply>, String)> {
+    let mut replies: Vec<Reply> = Vec::new();
+    let mut ops = ops.peekable();
+    let mut txn = match db.begin_write() {
+        Ok(txn) => txn,
+        Err(e) => return Err((drain_failed(ops), e.to_string())),
+    };
+    let _ = txn.set_durability(Durability::Immediate);
+    let failure = {
+        let mut tables = match Tables::open(&txn) {
+            Ok(t) => t,
+            Err(e) => return Err((drain_failed(ops), e.to_string())),
+        };
+        let mut ctx = WriteCtx { tables: &mut tables, now: now_ms(), next_seq };
+        let mut failure = None;
+        for op in ops.by_ref() {
+            match op(&mut ctx) {
+                Ok(reply) => replies.push(reply),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            let seq = *ctx.next_seq;
+            if let Err(e) = ctx.tables.meta.insert("next_seq", seq) {
+                failure = Some(e.to_string());
+            }
+        }
+        failure
+    };
+    if let Some(reason) = failure {
+        // The failing op and those after it never produced a reply: answer them too.
+        replies.extend(drain_failed(ops));
+        return Err((replies, reason));
+    }
+    match txn.commit() {
+        Ok(()) => Ok(replies),
+        Err(e) => Err((replies, e.to_string())),
+    }
+}
+
+/// Ops that will not run still owe their caller an answer: dropping an op drops
+/// its reply channel, which the caller sees as "the writer dropped a request".
+fn drain_failed(ops: impl Iterator<Item = Op>) -> Vec<Reply> {
+    ops.for_each(drop);
+    Vec::new()
+}
