@@ -1,1 +1,271 @@
+//! Test harness: builds the real `sluice` binary, starts it on an ephemeral port
+//! with a fresh data folder, and speaks HTTP to it like any client would.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Build the server in release mode once per test process and return its path.
+pub fn sluice_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "-p", "sluice-host", "--bin", "sluice"])
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the sluice binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
+        target.join("release").join("sluice")
+    })
+}
+
+/// A running server on its own data folder.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub port: u16,
+    pub admin_key: String,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Start with extra `serve` arguments (kept for restarts).
+    pub fn start_with(args: &[&str]) -> Server {
+        let dir = tempfile::Builder::new().prefix("sluice-test-").tempdir().expect("temp dir");
+        let mut server = Server {
+            dir,
+            url: String::new(),
+            port: 0,
+            admin_key: String::new(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        server.launch();
+        server.admin_key = std::fs::read_to_string(server.data().join("bootstrap-admin.key"))
+            .expect("bootstrap key file")
+            .trim()
+            .to_owned();
+        server
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The JSON log lines the server wrote (stdout), across restarts.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    pub fn log_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        let listen = format!("127.0.0.1:{}", self.port);
+        let mut child = Command::new(sluice_bin())
+            .arg("serve")
+            .arg("--data")
+            .arg(self.data())
+            .args(["--listen", &listen])
+            .args(&self.extra_args)
+            .stdout(log)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("sluice listening on http://") {
+                    let _ = tx.send(Ok(addr.to_owned()));
+                } else if line.starts_with("sluice:") {
+                    let _ = tx.send(Err(line));
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(msg)) => panic!("server failed to start: {msg}"),
+            Err(_) => panic!("server did not start within 60 s"),
+        };
+        self.port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        self.url = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no graceful anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        child.wait().expect("wait for server")
+    }
+
+    /// Start again on the same data folder and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.launch();
+    }
+
+    pub fn admin(&self) -> Api {
+        Api::new(&self.url, &self.admin_key)
+    }
+
+    /// A fresh tenant with one key of each tenant-bound role.
+    pub fn tenant(&self, id: &str) -> Tenant {
+        let admin = self.admin();
+        let (status, body) = admin.post("/v1/tenants", json!({ "id": id }));
+        assert_eq!(status, 201, "create tenant: {body}");
+        let key = |role: &str| {
+            let (status, body) = admin.post("/v1/keys", json!({ "name": role, "role": role, "tenant": id }));
+            assert_eq!(status, 201, "create key: {body}");
+            Api::new(&self.url, body["secret"].as_str().expect("secret"))
+        };
+        Tenant { id: id.to_owned(), tenant_admin: key("tenant-admin"), producer: key("producer"), worker: key("worker") }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Tenant {
+    pub id: String,
+    pub tenant_admin: Api,
+    pub producer: Api,
+    pub worker: Api,
+}
+
+/// A blocking HTTP client with one key (and optionally a `Sluice-Tenant` header).
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub key: String,
+    pub tenant: Option<String>,
+    client: reqwest::blocking::Client,
+}
+
+impl Api {
+    pub fn new(base: &str, key: &str) -> Api {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+        Api { base: base.to_owned(), key: key.to_owned(), tenant: None, client }
+    }
+
+    pub fn for_tenant(&self, tenant: &str) -> Api {
+        Api { tenant: Some(tenant.to_owned()), ..self.clone() }
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        let mut r = self.client.request(method, format!("{}{}", self.base, path)).bearer_auth(&self.key);
+        if let Some(t) = &self.tenant {
+            r = r.header("Sluice-Tenant", t);
+        }
+        r
+    }
+
+    pub fn send(&self, r: reqwest::blocking::RequestBuilder) -> (u16, Value) {
+        let response = r.send().expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Like `send`, but an unreachable server is an `Err` (for crash tests).
+    pub fn try_send(&self, r: reqwest::blocking::RequestBuilder) -> Result<(u16, Value), reqwest::Error> {
+        let response = r.send()?;
+        let status = response.status().as_u16();
+        let text = response.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.request(reqwest::Method::GET, path))
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.request(reqwest::Method::POST, path).json(&body))
+    }
+
+    pub fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.request(reqwest::Method::PUT, path).json(&body))
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.request(reqwest::Method::DELETE, path))
+    }
+
+    /// Insert a job, asserting it was accepted; returns the stored job.
+    pub fn insert(&self, queue: &str, extra: Value) -> Value {
+        let mut body = json!({ "queue": queue, "kind": "test", "payload": { "n": 1 }, "user_id": "user-1" });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let (status, job) = self.post("/v1/jobs", body);
+        assert_eq!(status, 201, "insert: {job}");
+        job
+    }
+
+    /// Claim up to `limit` jobs with a lease of `lease_ms`.
+    pub fn claim(&self, queue: &str, limit: u32, lease_ms: u64) -> Vec<Value> {
+        let (status, body) =
+            self.post(&format!("/v1/queues/{queue}/claim"), json!({ "worker": "test-worker", "limit": limit, "lease_ms": lease_ms }));
+        assert_eq!(status, 200, "claim: {body}");
+        body["jobs"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn job(&self, job_uuid: &str) -> Value {
+        let (status, job) = self.get(&format!("/v1/jobs/{job_uuid}"));
+        assert_eq!(status, 200, "get job: {job}");
+        job
+    }
+}
+
+/// Poll `check` until it returns Some, or panic after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The problem+json `code` of an error answer.
+pub fn code(body: &Value) -> &str {
+    body["code"].as_str().unwrap_or("")
+}
