@@ -111,6 +111,9 @@ pub struct Job {
     pub schema_version: u32,
     pub format_version: u32,
     pub priority: i32,
+    /// When the job may next run. Ready jobs are handed out by priority, then run_at,
+    /// then insertion. A retry, replay or rescheduling moves it to that moment; a
+    /// release keeps it, so a handed-back job keeps its place.
     pub run_at: DateTime<Utc>,
     /// Attempts started in the current attempt budget.
     pub attempt: u32,

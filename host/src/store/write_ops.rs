@@ -31,8 +31,7 @@ struct IndexKeys<'j> {
 
 fn index_keys(job: &Job) -> IndexKeys<'_> {
     let ready = (job.state == JobState::Pending && job.due_at.is_none()).then(|| {
-        let order = job.run_at.max(job.pending_since);
-        (job.stage.code(), priority_key(job.priority), time_key(order))
+        (job.stage.code(), priority_key(job.priority), time_key(job.run_at))
     });
     IndexKeys {
         tenant: &job.tenant,
@@ -404,6 +403,7 @@ fn back_to_pending(job: &mut Job, now: DateTime<Utc>) {
     job.lease = None;
     job.due_at = None;
     job.pending_since = now;
+    job.run_at = now;
 }
 
 fn load_breaker(t: &Tables<'_>, job: &Job) -> OpResult<Breaker> {
@@ -489,6 +489,7 @@ pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promote
                 .map_err(|_| Error::internal("due index holds a parked job"))?;
             job.state = mv.to;
             job.pending_since = now;
+            job.run_at = old.due_at.unwrap_or(now);
             job.revision += 1;
             job.updated_at = now;
             put_job(t, Some(&old), &job)?;
@@ -549,6 +550,7 @@ pub fn reset_breakers(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, act
             .map_err(|_| Error::internal("a failed job could not be rescheduled"))?;
         job.state = mv.to;
         job.pending_since = now;
+        job.run_at = now;
         job.due_at = None;
         job.revision += 1;
         job.updated_at = now;
