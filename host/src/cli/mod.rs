@@ -1,5 +1,13 @@
-//! The `sluice` command line. `serve` runs the service; the other subcommands
-//! talk to a running server over its HTTP API.
+//! The `sluice` command line. `serve` runs the service; every other subcommand
+//! talks to a running server over its HTTP API, so it works from any machine
+//! that can reach the server.
+
+mod admin;
+mod client;
+mod jobs;
+mod output;
+mod queues;
+mod work;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,12 +18,38 @@ use clap::{Args, Parser, Subcommand};
 use crate::maintenance::MaintenanceConfig;
 use crate::server::{ServeConfig, serve};
 use crate::store::StoreOptions;
+pub use client::{CliError, Client};
+use output::Output;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Sluice: a durable job queue with tenant-supplied WebAssembly policy")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a durable job queue with tenant-supplied WebAssembly policy",
+    after_help = "Examples:\n  sluice serve --data ./sluice-data\n  export SLUICE_KEY=$(cat sluice-data/bootstrap-admin.key)\n  sluice tenants create acme\n  sluice --tenant acme jobs add --queue emails --kind send --user u-1 --payload '{\"to\":\"a@b.c\"}'\n  sluice --tenant acme work --queue emails -- ./send-email.sh"
+)]
 pub struct Cli {
+    #[command(flatten)]
+    conn: Connection,
     #[command(subcommand)]
     command: Commands,
+}
+
+/// Where the server is and who we are; shared by every client subcommand.
+#[derive(Args, Clone)]
+struct Connection {
+    /// The server's base URL.
+    #[arg(long, global = true, env = "SLUICE_URL", default_value = "http://127.0.0.1:7700")]
+    url: String,
+    /// API key (Bearer).
+    #[arg(long, global = true, env = "SLUICE_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Tenant to act in, for keys that span tenants (sent as Sluice-Tenant).
+    #[arg(long, global = true, env = "SLUICE_TENANT")]
+    tenant: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -24,6 +58,20 @@ enum Commands {
     ///
     /// Example: sluice serve --data ./sluice-data --listen 127.0.0.1:7700
     Serve(ServeArgs),
+    /// Tenants (admin keys).
+    #[command(subcommand)]
+    Tenants(admin::TenantCommand),
+    /// API keys: create (the secret is shown once), list, revoke.
+    #[command(subcommand)]
+    Keys(admin::KeyCommand),
+    /// Queues: show, configure, reset the failure breaker.
+    #[command(subcommand)]
+    Queues(queues::QueueCommand),
+    /// Jobs: add (one or in bulk), get, list, history, retry, replay, cancel.
+    #[command(subcommand)]
+    Jobs(jobs::JobCommand),
+    /// Run a command once per job of a queue: a worker for any script.
+    Work(work::WorkArgs),
 }
 
 #[derive(Args)]
@@ -53,26 +101,48 @@ fn init_logging() {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Commands::Serve(args) => {
-            init_logging();
-            let config = ServeConfig {
-                data_dir: args.data,
-                listen: args.listen,
-                store: StoreOptions { cache_bytes: args.cache_mib << 20 },
-                maintenance: MaintenanceConfig {
-                    rescue_interval: std::time::Duration::from_millis(args.rescue_interval_ms),
-                    schedule_interval: std::time::Duration::from_millis(args.schedule_interval_ms),
-                },
-            };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sluice: {e:#}");
-                    ExitCode::from(2)
-                }
-            }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let conn = cli.conn;
+    let client = Client::new(&conn.url, conn.key.clone(), conn.tenant.clone());
+    let out = Output { json: conn.json };
+    let result = match cli.command {
+        Commands::Serve(args) => return run_server(&runtime, args),
+        Commands::Tenants(c) => runtime.block_on(admin::tenants(&client, out, c)),
+        Commands::Keys(c) => runtime.block_on(admin::keys(&client, out, c)),
+        Commands::Queues(c) => runtime.block_on(queues::run(&client, out, c)),
+        Commands::Jobs(c) => runtime.block_on(jobs::run(&client, out, c)),
+        Commands::Work(args) => runtime.block_on(work::run(client, args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
+}
+
+fn run_server(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
+    init_logging();
+    let config = ServeConfig {
+        data_dir: args.data,
+        listen: args.listen,
+        store: StoreOptions { cache_bytes: args.cache_mib << 20 },
+        maintenance: MaintenanceConfig {
+            rescue_interval: std::time::Duration::from_millis(args.rescue_interval_ms),
+            schedule_interval: std::time::Duration::from_millis(args.schedule_interval_ms),
+        },
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Parse a JSON argument, naming the flag when it is not JSON.
+fn json_arg(flag: &str, text: &str) -> Result<serde_json::Value, CliError> {
+    serde_json::from_str(text).map_err(|e| CliError::Usage(format!("{flag}: not valid JSON ({e})")))
 }

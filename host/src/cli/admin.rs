@@ -1,0 +1,77 @@
+//! `sluice tenants ...` and `sluice keys ...`.
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::output::Output;
+use super::{CliError, Client};
+
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant. Example: sluice tenants create acme
+    Create {
+        /// 1-64 characters of a-z, 0-9 and '-'.
+        id: String,
+    },
+    /// List tenants. Example: sluice tenants list
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Create a key; its secret is printed once.
+    ///
+    /// Example: sluice keys create --name ci --role producer --for-tenant acme
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin, operator, tenant-admin, producer, worker or auditor.
+        #[arg(long)]
+        role: String,
+        /// The tenant the key belongs to (leave out for keys spanning tenants).
+        #[arg(long = "for-tenant")]
+        for_tenant: Option<String>,
+    },
+    /// List keys (never their secrets). Example: sluice keys list
+    List,
+    /// Revoke a key; it stops working at once. Example: sluice keys revoke 3f2a9c0d1e2b
+    Revoke { id: String },
+}
+
+pub async fn tenants(client: &Client, out: Output, command: TenantCommand) -> Result<(), CliError> {
+    match command {
+        TenantCommand::Create { id } => {
+            let t = client.post("/v1/tenants", json!({ "id": id })).await?;
+            out.done(&t, &format!("tenant {id} created"));
+        }
+        TenantCommand::List => {
+            let list = client.get("/v1/tenants").await?;
+            out.rows(&list, list["tenants"].as_array().map_or(&[], |v| v), &["id", "created_at"]);
+        }
+    }
+    Ok(())
+}
+
+pub async fn keys(client: &Client, out: Output, command: KeyCommand) -> Result<(), CliError> {
+    match command {
+        KeyCommand::Create { name, role, for_tenant } => {
+            let key = client.post("/v1/keys", json!({ "name": name, "role": role, "tenant": for_tenant })).await?;
+            let message = format!(
+                "key {} ({}) created. Its secret, shown only now:\n{}",
+                key["id"].as_str().unwrap_or("?"),
+                key["role"].as_str().unwrap_or("?"),
+                key["secret"].as_str().unwrap_or("?")
+            );
+            out.done(&key, &message);
+        }
+        KeyCommand::List => {
+            let list = client.get("/v1/keys").await?;
+            out.rows(&list, list["keys"].as_array().map_or(&[], |v| v), &["id", "name", "role", "tenant", "created_at", "revoked_at"]);
+        }
+        KeyCommand::Revoke { id } => {
+            let key = client.delete(&format!("/v1/keys/{id}")).await?;
+            out.done(&key, &format!("key {id} revoked"));
+        }
+    }
+    Ok(())
+}
