@@ -1,0 +1,443 @@
+//! Leases under contention: 8 concurrent workers over HTTP, 10,000 jobs, some workers
+//! paused past their lease and some killed. Counted on the client side:
+//!
+//! - for every job exactly one `complete` succeeds and every other `complete` of it
+//!   gets 409 `LEASE_LOST`;
+//! - no job ever has two unexpired leases: per job, the lease intervals
+//!   `[acquired_at, end)` (end = the successful complete, else `expires_at`) of
+//!   different tokens never overlap, and tokens strictly increase in acquisition order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_tests::*;
+
+const JOBS: usize = 10_000;
+const WORKERS: usize = 8;
+const QUEUE: &str = "leases";
+/// Workers that die for good at some point (the others die and come back).
+const PERMANENT_DEATHS: usize = 2;
+
+/// Small deterministic-per-seed PRNG (xorshift64*), seeded from a v4 uuid.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        Rng((uuid::Uuid::new_v4().as_u128() as u64) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [lo, hi].
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 timestamp as the server writes them
+/// (`2025-01-02T03:04:05.678Z`, fraction optional, `Z` or `+hh:mm`).
+fn ms_of(v: &Value) -> i64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("timestamp expected, got {v}"));
+    parse_rfc3339_ms(s)
+}
+
+fn parse_rfc3339_ms(s: &str) -> i64 {
+    let b = s.as_bytes();
+    let num = |from: usize, to: usize| -> i64 { s[from..to].parse().unwrap_or_else(|_| panic!("bad timestamp {s}")) };
+    assert!(b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T', "bad timestamp {s}");
+    let (y, mo, d) = (num(0, 4), num(5, 7), num(8, 10));
+    let (h, mi, sec) = (num(11, 13), num(14, 16), num(17, 19));
+    let mut i = 19;
+    let mut frac_ms = 0;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = &s[start..i];
+        let three: String = digits.chars().chain("000".chars()).take(3).collect();
+        frac_ms = three.parse::<i64>().unwrap();
+    }
+    let offset_min = match &s[i..] {
+        "Z" | "z" => 0,
+        off => {
+            let sign = if off.starts_with('-') { -1 } else { 1 };
+            sign * (off[1..3].parse::<i64>().unwrap() * 60 + off[4..6].parse::<i64>().unwrap())
+        }
+    };
+    // Days from the civil date (H. Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400_000 + (h * 3600 + mi * 60 + sec) * 1000 + frac_ms - offset_min * 60_000
+}
+
+#[derive(Clone, Debug)]
+struct ClaimRec {
+    uuid: String,
+    token: u64,
+    attempt: u64,
+    owner: String,
+    acquired_at: i64,
+    expires_at: i64,
+}
+
+#[derive(Clone, Debug)]
+struct CompleteRec {
+    uuid: String,
+    token: u64,
+    status: u16,
+    code: String,
+    /// The job's `updated_at` from a successful answer.
+    updated_at: Option<i64>,
+    /// The worker slept before this complete.
+    paused: bool,
+}
+
+#[derive(Default)]
+struct WorkerLog {
+    claims: Vec<ClaimRec>,
+    completes: Vec<CompleteRec>,
+    claim_calls: usize,
+    pauses: usize,
+    /// Times this worker "died" (abandoned its claimed jobs).
+    deaths: usize,
+    /// Jobs it held when it died.
+    abandoned: usize,
+    permanently_dead: bool,
+}
+
+fn worker_loop(api: Api, index: usize, done: Arc<AtomicBool>) -> WorkerLog {
+    let mut rng = Rng::new();
+    let mut log = WorkerLog::default();
+    let mut generation = 0;
+    // Some workers die for good after a while.
+    let die_for_good_after = (index >= WORKERS - PERMANENT_DEATHS).then(|| rng.range(20, 80) as usize);
+    let mut batches = 0usize;
+    while !done.load(Ordering::Relaxed) {
+        let worker = format!("worker-{index}-gen-{generation}");
+        let lease_ms = rng.range(1000, 2000);
+        let (status, body) = api.post(
+            &format!("/v1/queues/{QUEUE}/claim"),
+            json!({ "worker": worker, "limit": 10, "lease_ms": lease_ms, "wait_ms": 200 }),
+        );
+        log.claim_calls += 1;
+        assert_eq!(status, 200, "claim: {body}");
+        let jobs = body["jobs"].as_array().cloned().unwrap_or_default();
+        for job in &jobs {
+            let lease = &job["lease"];
+            assert_eq!(lease["owner"], worker.as_str(), "lease owner: {job}");
+            assert_eq!(job["state"], "processing", "claimed job state: {job}");
+            let rec = ClaimRec {
+                uuid: job["job_uuid"].as_str().unwrap().to_owned(),
+                token: lease["token"].as_u64().expect("lease token"),
+                attempt: job["attempt"].as_u64().expect("attempt"),
+                owner: worker.clone(),
+                acquired_at: ms_of(&lease["acquired_at"]),
+                expires_at: ms_of(&lease["expires_at"]),
+            };
+            assert_eq!(rec.expires_at - rec.acquired_at, lease_ms as i64, "lease length: {job}");
+            log.claims.push(rec);
+        }
+        if jobs.is_empty() {
+            continue;
+        }
+        batches += 1;
+        // A killed worker: it stops at some point of its batch and never finishes the rest.
+        let permanent = die_for_good_after.is_some_and(|n| batches >= n);
+        let die_at = if permanent || rng.chance(0.015) { Some(rng.range(0, jobs.len() as u64 - 1) as usize) } else { None };
+        // A paused worker (GC pause, stopped VM ...): the whole batch waits past its lease.
+        let pause_batch = die_at.is_none() && rng.chance(0.03);
+        if pause_batch {
+            log.pauses += 1;
+            thread::sleep(Duration::from_millis(lease_ms + rng.range(100, 700)));
+        }
+        for (i, job) in jobs.iter().enumerate() {
+            if die_at == Some(i) {
+                log.deaths += 1;
+                log.abandoned += jobs.len() - i;
+                break;
+            }
+            // A pause before one job, sometimes shorter and sometimes longer than the lease.
+            let mut paused = pause_batch;
+            if rng.chance(0.006) {
+                log.pauses += 1;
+                paused = true;
+                thread::sleep(Duration::from_millis((lease_ms as f64 * (0.5 + rng.unit())) as u64));
+            }
+            let uuid = job["job_uuid"].as_str().unwrap();
+            let token = job["lease"]["token"].as_u64().unwrap();
+            let (status, answer) = api.post(&format!("/v1/jobs/{uuid}/complete"), json!({ "token": token }));
+            let updated_at = (status == 200).then(|| {
+                assert_eq!(answer["state"], "completed", "complete answer: {answer}");
+                ms_of(&answer["updated_at"])
+            });
+            log.completes.push(CompleteRec {
+                uuid: uuid.to_owned(),
+                token,
+                status,
+                code: code(&answer).to_owned(),
+                updated_at,
+                paused,
+            });
+        }
+        if die_at.is_some() {
+            if permanent {
+                log.permanently_dead = true;
+                return log;
+            }
+            // Back later as a new worker identity.
+            generation += 1;
+            thread::sleep(Duration::from_millis(rng.range(0, 300)));
+        }
+    }
+    log
+}
+
+fn list_all(api: &Api, query: &str) -> Vec<Value> {
+    let mut jobs = Vec::new();
+    let mut cursor: Option<u64> = None;
+    loop {
+        let mut path = format!("/v1/jobs?{query}&limit=500");
+        if let Some(c) = cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = api.get(&path);
+        assert_eq!(status, 200, "list: {page}");
+        jobs.extend(page["jobs"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_u64() {
+            Some(c) => cursor = Some(c),
+            None => return jobs,
+        }
+    }
+}
+
+#[test]
+fn timestamp_parser() {
+    assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), 0);
+    assert_eq!(parse_rfc3339_ms("2000-03-01T00:00:00.5Z"), 951_868_800_500);
+    assert_eq!(parse_rfc3339_ms("2024-02-29T23:59:59.123Z"), 1_709_251_199_123);
+    assert_eq!(parse_rfc3339_ms("2024-03-01T01:59:59.123+02:00"), 1_709_251_199_123);
+}
+
+#[test]
+fn eight_workers_ten_thousand_jobs_one_winner_per_job() {
+    let started = Instant::now();
+    let server = Server::start();
+    let acme = server.tenant("acme");
+
+    // Short backoff, many attempts, and a breaker that never opens: every rescued lease
+    // is a failed attempt the breaker counts, and an open breaker would park the jobs.
+    let (status, body) = acme.tenant_admin.put(
+        &format!("/v1/queues/{QUEUE}"),
+        json!({ "backoff_base_ms": 100, "backoff_cap_ms": 200, "max_attempts": 1000, "breaker_threshold": 1_000_000 }),
+    );
+    assert_eq!(status, 200, "configure queue: {body}");
+
+    let mut inserted = Vec::with_capacity(JOBS);
+    for chunk in 0..JOBS / 1000 {
+        let jobs: Vec<Value> = (0..1000)
+            .map(|i| json!({ "queue": QUEUE, "kind": "lease-test", "payload": { "n": chunk * 1000 + i }, "user_id": "user-1" }))
+            .collect();
+        let (status, body) = acme.producer.post("/v1/jobs/batch", json!({ "jobs": jobs }));
+        assert_eq!(status, 200, "batch insert: {body}");
+        assert_eq!(body["accepted"], 1000, "batch insert: {}", body["refused"]);
+        for r in body["results"].as_array().unwrap() {
+            inserted.push(r["job"]["job_uuid"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(inserted.len(), JOBS);
+    let inserted_at = Instant::now();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let api = acme.worker.clone();
+            let done = done.clone();
+            thread::Builder::new().name(format!("worker-{i}")).spawn(move || worker_loop(api, i, done)).unwrap()
+        })
+        .collect();
+
+    // Wait until every job is completed.
+    let deadline = Instant::now() + Duration::from_secs(170);
+    loop {
+        let (status, q) = acme.worker.get(&format!("/v1/queues/{QUEUE}"));
+        assert_eq!(status, 200, "queue: {q}");
+        let completed = q["counts"]["completed"].as_u64().unwrap_or(0);
+        if completed as usize == JOBS {
+            break;
+        }
+        if handles.iter().all(|h| h.is_finished()) {
+            done.store(true, Ordering::Relaxed);
+            panic!("every worker stopped with {completed} of {JOBS} jobs completed; counts {}", q["counts"]);
+        }
+        if Instant::now() > deadline {
+            done.store(true, Ordering::Relaxed);
+            panic!("not every job completed in time: counts {}", q["counts"]);
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    done.store(true, Ordering::Relaxed);
+    let logs: Vec<WorkerLog> = handles.into_iter().map(|h| h.join().expect("worker thread")).collect();
+    let work_time = inserted_at.elapsed();
+
+    // The server's view: every job completed, listed by state.
+    let completed = list_all(&acme.worker, &format!("queue={QUEUE}&state=completed"));
+    assert_eq!(completed.len(), JOBS, "completed jobs listed");
+    for state in ["pending", "processing", "failed", "abandoned"] {
+        assert!(list_all(&acme.worker, &format!("queue={QUEUE}&state={state}")).is_empty(), "jobs left in {state}");
+    }
+    let server_jobs: HashMap<String, Value> =
+        completed.into_iter().map(|j| (j["job_uuid"].as_str().unwrap().to_owned(), j)).collect();
+    for uuid in &inserted {
+        assert!(server_jobs.contains_key(uuid), "job {uuid} not listed as completed");
+    }
+
+    let mut claims: HashMap<&str, Vec<&ClaimRec>> = HashMap::new();
+    let mut completes: HashMap<&str, Vec<&CompleteRec>> = HashMap::new();
+    for log in &logs {
+        for c in &log.claims {
+            claims.entry(c.uuid.as_str()).or_default().push(c);
+        }
+        for c in &log.completes {
+            completes.entry(c.uuid.as_str()).or_default().push(c);
+        }
+    }
+
+    let mut failures: Vec<String> = Vec::new();
+    let mut fail = |msg: String| {
+        if failures.len() < 50 {
+            failures.push(msg);
+        }
+    };
+    let (mut ok_total, mut lost_total, mut paused_ok, mut paused_lost, mut rescued_jobs, mut expired_leases) = (0, 0, 0, 0, 0, 0);
+    for uuid in &inserted {
+        let job = &server_jobs[uuid];
+        let mut cl: Vec<&ClaimRec> = claims.get(uuid.as_str()).cloned().unwrap_or_default();
+        let co: Vec<&CompleteRec> = completes.get(uuid.as_str()).cloned().unwrap_or_default();
+
+        // Exactly one complete succeeded; every other one is 409 LEASE_LOST.
+        let oks: Vec<&&CompleteRec> = co.iter().filter(|c| c.status == 200).collect();
+        if oks.len() != 1 {
+            fail(format!("job {uuid}: {} successful completes: {oks:?}", oks.len()));
+        }
+        for c in &co {
+            match (c.status, c.code.as_str()) {
+                (200, _) => {
+                    ok_total += 1;
+                    paused_ok += c.paused as usize;
+                }
+                (409, "LEASE_LOST") => {
+                    lost_total += 1;
+                    paused_lost += c.paused as usize;
+                }
+                _ => fail(format!("job {uuid}: complete with token {} got {} {}", c.token, c.status, c.code)),
+            }
+        }
+
+        // Leases: tokens 1..=n in acquisition order, and intervals that never overlap.
+        cl.sort_by_key(|c| (c.acquired_at, c.token));
+        if cl.is_empty() {
+            fail(format!("job {uuid}: completed but never claimed by our workers"));
+            continue;
+        }
+        for (i, c) in cl.iter().enumerate() {
+            if c.token != i as u64 + 1 {
+                fail(format!("job {uuid}: tokens in acquisition order are {:?}", cl.iter().map(|c| c.token).collect::<Vec<_>>()));
+                break;
+            }
+            if c.attempt != c.token {
+                fail(format!("job {uuid}: claim with token {} reports attempt {}", c.token, c.attempt));
+            }
+        }
+        if job["last_token"].as_u64() != Some(cl.len() as u64) {
+            fail(format!("job {uuid}: server last_token {} but {} claims seen", job["last_token"], cl.len()));
+        }
+        let ok = oks.first().copied();
+        let end_of = |c: &ClaimRec| -> i64 {
+            match ok {
+                Some(ok) if ok.token == c.token => ok.updated_at.unwrap().min(c.expires_at),
+                _ => c.expires_at,
+            }
+        };
+        for pair in cl.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if b.acquired_at < end_of(a) {
+                fail(format!(
+                    "job {uuid}: lease {} ({}, {}..{}) overlaps lease {} ({}, {}..{})",
+                    a.token, a.owner, a.acquired_at, a.expires_at, b.token, b.owner, b.acquired_at, b.expires_at
+                ));
+            }
+        }
+        if let Some(ok) = ok {
+            let last = cl.last().unwrap();
+            let t = ok.updated_at.unwrap();
+            if ok.token != last.token {
+                fail(format!("job {uuid}: complete with token {} succeeded but token {} was issued later", ok.token, last.token));
+            }
+            if !(last.acquired_at <= t && t < last.expires_at) {
+                fail(format!("job {uuid}: complete at {t} outside its lease {}..{}", last.acquired_at, last.expires_at));
+            }
+        }
+
+        // Every lease but the last ended by expiry: the rescuer recorded each as a failed
+        // attempt with LEASE_EXPIRED, after the lease ran out.
+        let errors = job["errors"].as_array().cloned().unwrap_or_default();
+        let expired: Vec<&Value> = errors.iter().filter(|e| e["code"] == "LEASE_EXPIRED").collect();
+        if expired.len() != errors.len() || expired.len() != cl.len() - 1 {
+            fail(format!("job {uuid}: {} claims but errors {:?}", cl.len(), errors));
+        }
+        for e in &expired {
+            let attempt = e["attempt"].as_u64().unwrap_or(0);
+            match cl.iter().find(|c| c.attempt == attempt) {
+                Some(c) if ms_of(&e["at"]) >= c.expires_at => {}
+                Some(c) => fail(format!("job {uuid}: lease {} expiring {} rescued early at {}", c.token, c.expires_at, e["at"])),
+                None => fail(format!("job {uuid}: LEASE_EXPIRED for attempt {attempt} that we never claimed")),
+            }
+        }
+        expired_leases += expired.len();
+        if cl.iter().any(|c| c.attempt > 1) {
+            rescued_jobs += 1;
+        }
+    }
+    assert!(failures.is_empty(), "{} problems, first ones:\n{}", failures.len(), failures.join("\n"));
+
+    let claim_calls: usize = logs.iter().map(|l| l.claim_calls).sum();
+    let claims_total: usize = logs.iter().map(|l| l.claims.len()).sum();
+    let pauses: usize = logs.iter().map(|l| l.pauses).sum();
+    let deaths: usize = logs.iter().map(|l| l.deaths).sum();
+    let abandoned: usize = logs.iter().map(|l| l.abandoned).sum();
+    let dead_for_good = logs.iter().filter(|l| l.permanently_dead).count();
+    println!(
+        "leases: {JOBS} jobs, {WORKERS} workers; claim calls {claim_calls}, claims (leases) {claims_total}, completes ok {ok_total}, \
+         LEASE_LOST {lost_total} (paused completes: {paused_ok} ok, {paused_lost} lost), pauses {pauses}, \
+         killed workers {deaths} ({dead_for_good} for good, {abandoned} jobs abandoned), expired leases {expired_leases}, \
+         rescued jobs (attempt > 1) {rescued_jobs}; work {:.1} s, total {:.1} s",
+        work_time.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(ok_total, JOBS);
+    assert!(deaths >= PERMANENT_DEATHS, "the killed-worker path ran");
+    assert!(lost_total > 0 && rescued_jobs > 0, "the lease-lost path ran");
+}
