@@ -238,6 +238,25 @@ impl Api {
         job
     }
 
+    /// Every job matching `query` (e.g. `state=pending&queue=q`), following the cursor.
+    pub fn list_all(&self, query: &str) -> Vec<Value> {
+        let mut jobs = Vec::new();
+        let mut cursor: Option<u64> = None;
+        loop {
+            let mut path = format!("/v1/jobs?{query}&limit=500");
+            if let Some(c) = cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (status, page) = self.get(&path);
+            assert_eq!(status, 200, "list: {page}");
+            jobs.extend(page["jobs"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_u64() {
+                Some(c) => cursor = Some(c),
+                None => return jobs,
+            }
+        }
+    }
+
     /// Claim up to `limit` jobs with a lease of `lease_ms`.
     pub fn claim(&self, queue: &str, limit: u32, lease_ms: u64) -> Vec<Value> {
         let (status, body) =

@@ -141,23 +141,6 @@ fn worker_loop(api: Api, round: usize, w: usize, stop: Arc<AtomicBool>) -> Worke
     log
 }
 
-fn list_all(api: &Api, query: &str) -> Vec<Value> {
-    let mut jobs = Vec::new();
-    let mut cursor: Option<u64> = None;
-    loop {
-        let mut path = format!("/v1/jobs?{query}&limit=500");
-        if let Some(c) = cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = api.get(&path);
-        assert_eq!(status, 200, "list: {page}");
-        jobs.extend(page["jobs"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_u64() {
-            Some(c) => cursor = Some(c),
-            None => return jobs,
-        }
-    }
-}
 
 fn counts(api: &Api, queue: &str) -> Value {
     let (status, q) = api.get(&format!("/v1/queues/{queue}"));
@@ -275,7 +258,7 @@ fn kill_nine_during_load_and_restart_ten_times() {
 
         // Every acknowledged insert is there, with its payload; nothing else appeared.
         let stored: HashMap<String, Value> =
-            list_all(&worker, &format!("queue={LOAD}")).into_iter().map(|j| (j["job_uuid"].as_str().unwrap().to_owned(), j)).collect();
+            worker.list_all(&format!("queue={LOAD}")).into_iter().map(|j| (j["job_uuid"].as_str().unwrap().to_owned(), j)).collect();
         for (uuid, (r, n, p)) in &acked {
             let job = stored.get(uuid).unwrap_or_else(|| panic!("round {round}: acknowledged insert {uuid} (round {r}) is missing"));
             assert_eq!(job["payload"], json!({ "round": r, "producer": p, "n": n }), "payload of {uuid}");
@@ -324,7 +307,7 @@ fn kill_nine_during_load_and_restart_ten_times() {
     let worker = keys.worker(&server);
     wait_for(Duration::from_secs(30), "no job processing", || (count(&counts(&worker, LOAD), "processing") == 0).then_some(()));
     let stored: HashMap<String, Value> =
-        list_all(&worker, &format!("queue={LOAD}")).into_iter().map(|j| (j["job_uuid"].as_str().unwrap().to_owned(), j)).collect();
+        worker.list_all(&format!("queue={LOAD}")).into_iter().map(|j| (j["job_uuid"].as_str().unwrap().to_owned(), j)).collect();
     assert!(stored.values().all(|j| j["state"] != "processing" && j["state"] != "abandoned"));
     let ok_tokens: HashSet<(&str, u64)> =
         completes_ok.iter().flat_map(|(u, ts)| ts.iter().map(move |t| (u.as_str(), *t))).collect();

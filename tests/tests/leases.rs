@@ -215,23 +215,6 @@ fn worker_loop(api: Api, index: usize, done: Arc<AtomicBool>) -> WorkerLog {
     log
 }
 
-fn list_all(api: &Api, query: &str) -> Vec<Value> {
-    let mut jobs = Vec::new();
-    let mut cursor: Option<u64> = None;
-    loop {
-        let mut path = format!("/v1/jobs?{query}&limit=500");
-        if let Some(c) = cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = api.get(&path);
-        assert_eq!(status, 200, "list: {page}");
-        jobs.extend(page["jobs"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_u64() {
-            Some(c) => cursor = Some(c),
-            None => return jobs,
-        }
-    }
-}
 
 #[test]
 fn timestamp_parser() {
@@ -303,10 +286,10 @@ fn eight_workers_ten_thousand_jobs_one_winner_per_job() {
     let work_time = inserted_at.elapsed();
 
     // The server's view: every job completed, listed by state.
-    let completed = list_all(&acme.worker, &format!("queue={QUEUE}&state=completed"));
+    let completed = acme.worker.list_all(&format!("queue={QUEUE}&state=completed"));
     assert_eq!(completed.len(), JOBS, "completed jobs listed");
     for state in ["pending", "processing", "failed", "abandoned"] {
-        assert!(list_all(&acme.worker, &format!("queue={QUEUE}&state={state}")).is_empty(), "jobs left in {state}");
+        assert!(acme.worker.list_all(&format!("queue={QUEUE}&state={state}")).is_empty(), "jobs left in {state}");
     }
     let server_jobs: HashMap<String, Value> =
         completed.into_iter().map(|j| (j["job_uuid"].as_str().unwrap().to_owned(), j)).collect();

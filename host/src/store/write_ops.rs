@@ -418,16 +418,17 @@ fn store_breaker(t: &mut Tables<'_>, job: &Job, breaker: &Breaker) -> OpResult<(
     Ok(())
 }
 
+/// The first `limit` jobs of a (time ms, seq) index whose time has come.
+fn seqs_until(index: &redb::Table<'_, (u64, u64), ()>, now: DateTime<Utc>, limit: usize) -> OpResult<Vec<u64>> {
+    let range = index.range((0, 0)..=(time_key(now), u64::MAX))?;
+    Ok(range.take(limit).map(|e| e.map(|(k, _)| k.value().1)).collect::<Result<_, _>>()?)
+}
+
 /// Host move: leases that ran out are failed attempts with `LEASE_EXPIRED`.
 pub fn expire_leases(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<Change>> {
     let now = ctx.now;
     let t = &mut *ctx.tables;
-    let seqs: Vec<u64> = t
-        .leases
-        .range((0, 0)..=(time_key(now), u64::MAX))?
-        .take(limit)
-        .map(|e| e.map(|(k, _)| k.value().1))
-        .collect::<Result<_, _>>()?;
+    let seqs = seqs_until(&t.leases, now, limit)?;
     let actor = Actor::host("rescuer");
     let mut changes = Vec::with_capacity(seqs.len());
     for seq in seqs {
@@ -471,12 +472,7 @@ pub fn expire_leases(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<C
 pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promoted> {
     let now = ctx.now;
     let t = &mut *ctx.tables;
-    let seqs: Vec<u64> = t
-        .due
-        .range((0, 0)..=(time_key(now), u64::MAX))?
-        .take(limit)
-        .map(|e| e.map(|(k, _)| k.value().1))
-        .collect::<Result<_, _>>()?;
+    let seqs = seqs_until(&t.due, now, limit)?;
     let actor = Actor::host("scheduler");
     let mut promoted = Promoted { moved: seqs.len(), ..Promoted::default() };
     for seq in seqs {
