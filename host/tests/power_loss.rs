@@ -4,17 +4,32 @@
 //! OS cache holds) and the durable one (what survived on disk). Writes and `set_len`
 //! only change the volatile image; `sync_data` makes everything written so far
 //! durable. Every mutating operation (write, set_len, sync) is counted; at a seeded
-//! operation number the power goes: that operation and every later one fails, and
-//! nothing more reaches the durable image.
+//! operation number the power goes: that operation and every later one (reads too)
+//! fails, and nothing more reaches the durable image.
 //!
-//! For each seed a workload of concurrent inserts, claims, completes, fails, releases
-//! and scheduler passes runs through `RedbStore` (so the writer really batches), the
-//! client remembers every answer it got before the crash, and then the store is
-//! reopened on the durable image alone and checked against what was acknowledged.
+//! For each seed a workload of concurrent inserts, claims, completes, fails, releases,
+//! duplicate completes and scheduler passes runs from several tokio tasks through
+//! `RedbStore` (so the writer really batches); the client remembers every answer it got
+//! before the crash. Then redb's `check_integrity` runs on the durable image, and the
+//! store is reopened on it and checked against what was acknowledged and submitted
+//! (`verify`).
 //!
-//! Replay one case: `POWER_LOSS_SEED=<seed> [POWER_LOSS_CRASH_AT=<op>]`; change the
-//! number of seeds with `POWER_LOSS_SEEDS=<n>`. Batching depends on thread timing, so a
-//! seed fixes the workload and the crash point but not the exact batch boundaries.
+//! Crash plans (`plan_of`): two seeds in three follow the model above exactly, crashing
+//! at a uniformly chosen operation or at a uniformly chosen sync; the third also lets a
+//! random part (50 % or all) of the unsynced writes reach the disk, as a disk cache
+//! flushing in any order would. A negative control then runs a disk whose fsync lies and
+//! requires the checks to notice lost acknowledged work.
+//!
+//! One case is tolerated and counted, not failed: power lost between redb's two fsyncs
+//! while it creates a new file leaves a file redb refuses ("not a redb database"); no
+//! request can have been answered then. `POWER_LOSS_STRICT_CREATE=1` fails it instead.
+//!
+//! Replay one case: `POWER_LOSS_SEED=<seed>` (with `POWER_LOSS_CRASH_AT=<op>` or
+//! `POWER_LOSS_CRASH_AT_SYNC=<n>` to override the crash point); `POWER_LOSS_SEEDS=<n>`
+//! changes the number of seeds, `POWER_LOSS_VERBOSE=1` prints one line per seed.
+//! Batching depends on thread timing, so a seed fixes the workload but not the exact
+//! batch boundaries, and its crash point is scaled by the calibration run: a failure
+//! prints its plan, replay it with the seed and the crash point it names.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -102,10 +117,14 @@ struct CrashPlan {
     at_op: Option<u64>,
     /// ... or at this sync (1-based), whichever comes first.
     at_sync: Option<u64>,
-    /// `None`: no unsynced write reaches the disk (the model of the brief). `Some(seed)`:
-    /// each unsynced write or set_len independently reaches it or not (whole, in order),
-    /// as a disk that flushes its cache in any order would do.
-    torn: Option<u64>,
+    /// `None`: no unsynced write reaches the disk (the model of the brief).
+    /// `Some((seed, percent))`: each unsynced write or set_len independently reaches it
+    /// (whole, in order) with this chance, as a disk that flushes its cache in any order
+    /// would do; at 100 % the crashing sync did its work but never returned.
+    torn: Option<(u64, u64)>,
+    /// Negative control only: every second sync returns Ok without making anything
+    /// durable (a disk that lies about fsync), so acknowledged work can be lost.
+    lying_sync: bool,
 }
 
 enum Mutation {
@@ -183,10 +202,10 @@ impl Disk {
     /// What was written but not synced: lost, or (torn plan) partly on the disk.
     fn lose_unsynced(&mut self) {
         let unsynced = std::mem::take(&mut self.unsynced);
-        if let Some(seed) = self.plan.torn {
+        if let Some((seed, percent)) = self.plan.torn {
             let mut rng = Rng::new(seed);
             for m in &unsynced {
-                if rng.below(2) == 0 {
+                if rng.below(100) < percent {
                     apply(&mut self.durable, m);
                     self.torn_applied += 1;
                 }
@@ -262,6 +281,9 @@ impl StorageBackend for PowerLossBackend {
     fn sync_data(&self) -> Result<(), io::Error> {
         let mut d = self.lock();
         d.mutate(OpKind::Sync)?;
+        if d.plan.lying_sync && d.syncs % 2 == 0 {
+            return Ok(());
+        }
         let Disk { durable, unsynced, .. } = &mut *d;
         for m in unsynced.drain(..) {
             apply(durable, &m);
@@ -317,6 +339,8 @@ struct Client {
     acked_requests: u64,
     acked_refusals: u64,
     failed_requests: u64,
+    /// Wrong answers seen while the power was on.
+    violations: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Client>>;
@@ -416,9 +440,12 @@ async fn worker_task(store: Arc<RedbStore>, c: Shared, tenant: String, budget: A
                 done.push((uuid, token));
             }
         } else if !done.is_empty() && r < 50 {
-            // A duplicate complete: must be refused (LEASE_LOST) and change nothing.
+            // A duplicate complete: must be refused (LEASE_LOST) and change nothing (the
+            // acknowledged complete's revision is checked after recovery).
             let (uuid, token) = done[rng.below(done.len() as u64) as usize];
-            finish(&store, &c, &tenant, uuid, token, "complete", false).await;
+            if finish(&store, &c, &tenant, uuid, token, "complete", false).await {
+                client(&c).violations.push(format!("a second complete of job {uuid} with token {token} was accepted"));
+            }
         } else if r < 75 {
             let count = rng.range(1, 3);
             let jobs: Vec<NewJob> = (0..count).map(|i| new_job(&mut rng, id * 1000 + n * 10 + i)).collect();
@@ -539,6 +566,7 @@ macro_rules! ensure {
 
 fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Runtime) -> Result<Checked, String> {
     let mut checked = Checked::default();
+    ensure!(cl.violations.is_empty(), "before the crash: {}", cl.violations.join("; "));
     let e = |what: &str| {
         let what = what.to_owned();
         move |err: sluice_host::error::Error| format!("{what}: {err}")
@@ -780,6 +808,11 @@ struct Outcome {
     syncs_total: u64,
     torn_applied: u64,
     opened: bool,
+    /// The power went between redb's two creation fsyncs (tolerated, counted).
+    half_created: bool,
+    /// The writer's commits and largest batch before the crash.
+    commits: u64,
+    largest_batch: u64,
     durable_len: usize,
     checked: Checked,
     acked_requests: u64,
@@ -791,6 +824,7 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
     let c: Shared = Arc::new(Mutex::new(Client::default()));
     let tenant = format!("tenant-{seed}");
     let (mut ops_after_open, mut syncs_after_open) = (0, 0);
+    let (mut commits, mut largest_batch) = (0, 0);
     let opened = match RedbStore::open_backend(backend.clone(), &StoreOptions::default()) {
         Ok(store) => {
             {
@@ -802,6 +836,8 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
             // Every request has its answer; cut the power (if it did not go already)
             // while the store is still open, so no clean shutdown reaches the disk.
             backend.lock().cut_power();
+            let stats = store.writer_stats();
+            (commits, largest_batch) = (stats.commits, stats.largest_batch);
             drop(store);
             true
         }
@@ -824,6 +860,37 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
     };
     if !opened && !cl.acks.is_empty() {
         return Err(fail("acknowledgements without an open store".into()));
+    }
+
+    // Known redb limitation (see the report): power lost while redb creates a new file,
+    // after its first fsync (file sized, header without magic number) and before the
+    // second (magic number), leaves a file redb refuses as "not a redb database". Only
+    // possible before the store ever opened, so nothing can have been acknowledged;
+    // tolerated unless POWER_LOSS_STRICT_CREATE is set, and counted.
+    if !opened && !image.is_empty() && !image.starts_with(b"redb") && std::env::var_os("POWER_LOSS_STRICT_CREATE").is_none() {
+        let refused = RedbStore::open_backend(PowerLossBackend::from_image(image.clone()), &StoreOptions::default());
+        match refused {
+            Err(e) if format!("{e:#}").contains("magic number") => {
+                return Ok(Outcome {
+                    crash,
+                    ops_after_open,
+                    syncs_after_open,
+                    ops_total,
+                    syncs_total,
+                    torn_applied,
+                    opened,
+                    half_created: true,
+                    commits,
+                    largest_batch,
+                    durable_len: image.len(),
+                    checked: Checked::default(),
+                    acked_requests: cl.acked_requests,
+                    acked_refusals: cl.acked_refusals,
+                });
+            }
+            Err(e) => return Err(fail(format!("the store cannot open the durable image ({} bytes): {e:#}", image.len()))),
+            Ok(_) => {} // opened after all: check it as any other
+        }
     }
 
     // redb's own view of the surviving file.
@@ -849,6 +916,9 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
         syncs_total,
         torn_applied,
         opened,
+        half_created: false,
+        commits,
+        largest_batch,
         durable_len: image.len(),
         checked,
         acked_requests: cl.acked_requests,
@@ -893,7 +963,7 @@ fn plan_of(seed: u64, budget: u64, cal: &Calibration) -> CrashPlan {
             } else {
                 CrashPlan { at_sync: at_sync(), ..CrashPlan::default() }
             };
-            p.torn = Some(rng.next());
+            p.torn = Some((rng.next(), if rng.below(3) == 0 { 100 } else { 50 }));
             p
         }
     };
@@ -916,8 +986,8 @@ fn acknowledged_writes_survive_power_loss() {
     // Calibrate on clean runs (themselves checked: the power is cut once the workload is done).
     let mut cal = Calibration { open_ops: 0, open_syncs: 0, ops_per_request: 0.0, syncs_per_request: 0.0 };
     let (mut request_ops, mut request_syncs, mut requests) = (0u64, 0u64, 0u64);
-    for seed in 0..3u64 {
-        let budget = 60;
+    for seed in 0..5u64 {
+        let budget = 40;
         let out = run_seed(&rt, 1_000_000 + seed, budget, CrashPlan::default())
             .unwrap_or_else(|e| panic!("calibration run {seed} (no crash): {e}"));
         assert!(matches!(out.crash, Crash::AfterWorkload));
@@ -943,6 +1013,8 @@ fn acknowledged_writes_survive_power_loss() {
     let (mut hit_open, mut hit_workload, mut after_workload, mut torn_seeds, mut torn_writes) = (0, 0, 0, 0, 0);
     let mut hit_kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut max_image = 0;
+    let mut half_created = 0u64;
+    let (mut commits, mut largest_batch) = (0u64, 0u64);
     for &seed in &seeds {
         let budget = budget_of(seed);
         let plan = plan_of(seed, budget, &cal);
@@ -960,6 +1032,9 @@ fn acknowledged_writes_survive_power_loss() {
                 recovered += out.checked.jobs_recovered;
                 unacked_durable += out.checked.unacked_durable;
                 max_image = max_image.max(out.durable_len);
+                half_created += out.half_created as u64;
+                commits += out.commits;
+                largest_batch = largest_batch.max(out.largest_batch);
                 if plan.torn.is_some() {
                     torn_seeds += 1;
                     torn_writes += out.torn_applied;
@@ -984,15 +1059,18 @@ fn acknowledged_writes_survive_power_loss() {
         }
     }
     println!(
-        "power loss: {} seeds run, {} failed; {} acknowledged requests checked ({} job acknowledgements, {} refusals); \
+        "power loss: {} seeds run, {} failed; {} acknowledged requests checked ({} job acknowledgements, {} refusals) \
+         in {} commits (largest batch {}); \
          {} jobs recovered, {} with durable but unacknowledged changes; crash points hit: {} during open, \
          {} during the workload, {} power cuts after it; crashed ops by kind {:?}; {} seeds with torn unsynced writes \
-         ({} writes reached the disk); largest durable image {} KiB; {:.1} s",
+         ({} writes reached the disk); {} half-created files refused by redb (no acknowledged work); largest durable image {} KiB; {:.1} s",
         seeds.len(),
         failures.len(),
         acked_requests,
         acks,
         refusals,
+        commits,
+        largest_batch,
         recovered,
         unacked_durable,
         hit_open,
@@ -1001,8 +1079,34 @@ fn acknowledged_writes_survive_power_loss() {
         hit_kinds,
         torn_seeds,
         torn_writes,
+        half_created,
         max_image / 1024,
         started.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{} of {} seeds failed:\n{}", failures.len(), seeds.len(), failures.join("\n"));
+
+    // Negative control: the same checks must notice lost acknowledged work when the disk
+    // lies about fsync.
+    if env_u64("POWER_LOSS_SEED").is_none() {
+        let control = 12u64;
+        let mut caught = 0;
+        for i in 0..control {
+            let seed = 2_000_000 + i;
+            let budget = 40;
+            let syncs = cal.open_syncs as f64 + cal.syncs_per_request * (budget + 2) as f64;
+            // Even syncs lie; crashing at an odd one loses what the previous one acknowledged.
+            let at_sync = (cal.open_syncs + 3 + Rng::new(seed).below((syncs as u64).saturating_sub(cal.open_syncs + 3).max(1))) | 1;
+            let plan = CrashPlan { at_sync: Some(at_sync), lying_sync: true, ..CrashPlan::default() };
+            if let Err(e) = run_seed(&rt, seed, budget, plan) {
+                if std::env::var_os("POWER_LOSS_VERBOSE").is_some() {
+                    println!("control seed {seed}: {e}");
+                }
+                if e.contains("LOST") || e.contains("tenant creation was acknowledged") {
+                    caught += 1;
+                }
+            }
+        }
+        println!("negative control: a disk with a lying fsync, lost acknowledged work caught in {caught} of {control} seeds");
+        assert!(caught > 0, "the checks never noticed a lying fsync: they cannot detect lost writes");
+    }
 }
