@@ -47,10 +47,7 @@ impl Code {
 
     pub fn status(self) -> u16 {
         match self {
-            Code::DuplicateJob
-            | Code::IllegalTransition
-            | Code::LeaseLost
-            | Code::ReplayNeedsOverride => 409,
+            Code::DuplicateJob | Code::IllegalTransition | Code::LeaseLost | Code::ReplayNeedsOverride => 409,
             Code::Validation | Code::SchemaUnsupported => 422,
             Code::PayloadTooLarge => 413,
             Code::NotFound => 404,

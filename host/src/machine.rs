@@ -14,13 +14,17 @@ pub enum Action {
     /// A worker extends its lease, maybe saving progress.
     Heartbeat,
     Complete,
-    Fail { retryable: bool },
+    Fail {
+        retryable: bool,
+    },
     /// A worker hands a job back without spending an attempt.
     Release,
     /// Manual: failed -> pending with a fresh attempt budget.
     Retry,
     /// Manual: a terminal job back to pending; needs the override.
-    Replay { override_terminal: bool },
+    Replay {
+        override_terminal: bool,
+    },
     Cancel,
     /// Host: the lease ran out; a failed attempt with `LEASE_EXPIRED`.
     ExpireLease,
@@ -46,10 +50,7 @@ impl Action {
 
     /// Actions that must present the current lease token.
     pub fn needs_lease(self) -> bool {
-        matches!(
-            self,
-            Action::Heartbeat | Action::Complete | Action::Fail { .. } | Action::Release
-        )
+        matches!(self, Action::Heartbeat | Action::Complete | Action::Fail { .. } | Action::Release)
     }
 }
 
@@ -109,11 +110,7 @@ pub fn decide(action: Action, from: JobState, facts: Facts) -> Result<Move, Refu
 /// A failed attempt: back to `failed` (parked while the breaker is open) when it may
 /// run again, else `abandoned`.
 fn after_failed_attempt(retryable: bool, facts: Facts) -> Result<Move, Refusal> {
-    if retryable && facts.attempts_left {
-        Ok(Move { to: Failed, parked: facts.breaker_open })
-    } else {
-        to(Abandoned)
-    }
+    if retryable && facts.attempts_left { Ok(Move { to: Failed, parked: facts.breaker_open }) } else { to(Abandoned) }
 }
 
 #[cfg(test)]

@@ -22,13 +22,8 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 5] = [
-        JobState::Pending,
-        JobState::Processing,
-        JobState::Completed,
-        JobState::Failed,
-        JobState::Abandoned,
-    ];
+    pub const ALL: [JobState; 5] =
+        [JobState::Pending, JobState::Processing, JobState::Completed, JobState::Failed, JobState::Abandoned];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -116,10 +116,10 @@ impl JobInput {
         if !(-1000..=1000).contains(&self.priority) {
             return Err(Error::validation("priority: -1000 to 1000"));
         }
-        if let Some(n) = self.max_attempts {
-            if !(1..=1000).contains(&n) {
-                return Err(Error::validation("max_attempts: 1 to 1000"));
-            }
+        if let Some(n) = self.max_attempts
+            && !(1..=1000).contains(&n)
+        {
+            return Err(Error::validation("max_attempts: 1 to 1000"));
         }
         if self.schema_version == 0 {
             return Err(Error::validation("schema_version: 1 or more"));
@@ -182,7 +182,13 @@ impl QueueService {
     }
 
     /// Insert jobs; each is accepted or refused on its own, in order.
-    pub async fn insert(&self, tenant: &str, inputs: Vec<JobInput>, traceparent: Option<&str>, actor: &Actor) -> Result<Vec<Result<Job>>> {
+    pub async fn insert(
+        &self,
+        tenant: &str,
+        inputs: Vec<JobInput>,
+        traceparent: Option<&str>,
+        actor: &Actor,
+    ) -> Result<Vec<Result<Job>>> {
         let now = now_ms();
         let mut results: Vec<Option<Result<Job>>> = Vec::with_capacity(inputs.len());
         let mut valid = Vec::new();
@@ -196,7 +202,8 @@ impl QueueService {
             }
         }
         let mut stored = self.store.insert(tenant, valid, actor.clone()).await?.into_iter();
-        let results: Vec<Result<Job>> = results.into_iter().map(|r| r.unwrap_or_else(|| stored.next().expect("one result per job"))).collect();
+        let results: Vec<Result<Job>> =
+            results.into_iter().map(|r| r.unwrap_or_else(|| stored.next().expect("one result per job"))).collect();
         for job in results.iter().flatten() {
             self.log(job, "insert", None, actor);
             if job.due_at.is_none() {
@@ -308,7 +315,13 @@ impl QueueService {
         self.store.queue(tenant, name)?.ok_or_else(|| Error::not_found("queue"))
     }
 
-    pub async fn configure_queue(&self, tenant: &str, name: &str, config: QueueConfig, actor: &Actor) -> Result<QueueConfig> {
+    pub async fn configure_queue(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: QueueConfig,
+        actor: &Actor,
+    ) -> Result<QueueConfig> {
         check_queue_name(name)?;
         check_config(&config)?;
         let config = self.store.put_queue_config(tenant, name, config).await?;

@@ -34,7 +34,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open data folder {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join(DB_FILE);
     let store: Arc<dyn Store> = Arc::new(
-        RedbStore::open(&db_path, &config.store).with_context(|| format!("cannot open {}", db_path.display()))?,
+        RedbStore::open_in(&data, DB_FILE, &config.store)
+            .with_context(|| format!("cannot open {}", db_path.display()))?,
     );
     let keyring = Keyring::load(store.clone())?;
     if let Some(secret) = keyring.bootstrap().await? {
@@ -55,10 +56,24 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     if key_path.exists() {
         eprintln!("bootstrap admin key: {}", key_path.display());
     }
-    axum::serve(listener, api::router(app)).with_graceful_shutdown(shutdown_signal()).await?;
+    let storage_failed = CancellationToken::new();
+    tokio::spawn(watch_storage(store.clone(), storage_failed.clone()));
+    let shutdown = {
+        let storage_failed = storage_failed.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = storage_failed.cancelled() => {}
+            }
+        }
+    };
+    axum::serve(listener, api::router(app)).with_graceful_shutdown(shutdown).await?;
     stop.cancel();
     for handle in loops {
         let _ = handle.await;
+    }
+    if let Some(reason) = store.writer_stats().failure {
+        anyhow::bail!("storage failed ({reason}); restart sluice to recover from the last durable commit");
     }
     tracing::info!(target: "sluice::server", "sluice stopped");
     Ok(())
@@ -79,11 +94,25 @@ fn write_secret(dir: &cap_std::fs::Dir, name: &str, secret: &str) -> anyhow::Res
     Ok(())
 }
 
+/// After a storage failure redb refuses every write: stop serving, so that a
+/// supervisor restarts the host on the last durable state.
+async fn watch_storage(store: Arc<dyn Store>, failed: CancellationToken) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        if let Some(reason) = store.writer_stats().failure {
+            tracing::error!(target: "sluice::server", error = %reason, "storage failed; stopping");
+            failed.cancel();
+            return;
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -281,7 +281,7 @@ impl StorageBackend for PowerLossBackend {
     fn sync_data(&self) -> Result<(), io::Error> {
         let mut d = self.lock();
         d.mutate(OpKind::Sync)?;
-        if d.plan.lying_sync && d.syncs % 2 == 0 {
+        if d.plan.lying_sync && d.syncs.is_multiple_of(2) {
             return Ok(());
         }
         let Disk { durable, unsynced, .. } = &mut *d;
@@ -380,7 +380,15 @@ fn is_refusal(code: Code) -> bool {
     !matches!(code, Code::Internal)
 }
 
-async fn finish(store: &RedbStore, c: &Shared, tenant: &str, uuid: Uuid, token: u64, action: &'static str, retryable: bool) -> bool {
+async fn finish(
+    store: &RedbStore,
+    c: &Shared,
+    tenant: &str,
+    uuid: Uuid,
+    token: u64,
+    action: &'static str,
+    retryable: bool,
+) -> bool {
     let command = match action {
         "complete" => Command::Complete { token },
         "release" => Command::Release { token },
@@ -609,7 +617,8 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
         let u = job.job_uuid;
         ensure!(cl.submitted_inserts.contains(&u), "job {u} (seq {}) exists but was never submitted", job.seq);
         ensure!(job.tenant == tenant, "job {u} has tenant {}", job.tenant);
-        let direct = store.job(tenant, u).map_err(e("job"))?.ok_or_else(|| format!("job {u} listed but not found by uuid"))?;
+        let direct =
+            store.job(tenant, u).map_err(e("job"))?.ok_or_else(|| format!("job {u} listed but not found by uuid"))?;
         ensure!(
             direct.seq == job.seq && direct.revision == job.revision,
             "job {u}: uuid lookup gives seq {} rev {}, listing gives seq {} rev {}",
@@ -618,7 +627,8 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
             job.seq,
             job.revision
         );
-        let history = store.history(tenant, u).map_err(e("history"))?.ok_or_else(|| format!("job {u} has no history"))?;
+        let history =
+            store.history(tenant, u).map_err(e("history"))?.ok_or_else(|| format!("job {u} has no history"))?;
         ensure!(
             history.len() as u64 == job.revision,
             "job {u}: {} history events for revision {} ({:?})",
@@ -629,15 +639,27 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
         for (i, ev) in history.iter().enumerate() {
             ensure!(ev.revision == i as u64 + 1, "job {u}: event {i} has revision {}", ev.revision);
         }
-        ensure!(history[0].action == "insert" && history[0].from.is_none(), "job {u}: first event is {}", history[0].action);
+        ensure!(
+            history[0].action == "insert" && history[0].from.is_none(),
+            "job {u}: first event is {}",
+            history[0].action
+        );
         let last = history.last().unwrap();
         ensure!(last.to == job.state, "job {u}: last event goes to {:?}, job is {:?}", last.to, job.state);
         let mut token = 0u64;
         for ev in &history[1..] {
             match ev.action.as_str() {
                 "claim" => {
-                    let t = ev.detail.get("token").and_then(|v| v.as_u64()).ok_or_else(|| format!("job {u}: claim without token"))?;
-                    let w = ev.detail.get("worker").and_then(|v| v.as_str()).ok_or_else(|| format!("job {u}: claim without worker"))?;
+                    let t = ev
+                        .detail
+                        .get("token")
+                        .and_then(|v| v.as_u64())
+                        .ok_or_else(|| format!("job {u}: claim without token"))?;
+                    let w = ev
+                        .detail
+                        .get("worker")
+                        .and_then(|v| v.as_str())
+                        .ok_or_else(|| format!("job {u}: claim without worker"))?;
                     ensure!(t == token + 1, "job {u}: claim token {t} after token {token}");
                     ensure!(cl.submitted_claims.contains_key(w), "job {u}: claimed by {w}, a claim never submitted");
                     *claimed_per_worker.entry(w.to_owned()).or_default() += 1;
@@ -651,11 +673,20 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
                 other => return Err(format!("job {u}: unexpected history action {other}")),
             }
         }
-        ensure!(job.last_token == token, "job {u}: last_token {} but history's last claim token {token}", job.last_token);
+        ensure!(
+            job.last_token == token,
+            "job {u}: last_token {} but history's last claim token {token}",
+            job.last_token
+        );
         match job.state {
             JobState::Processing => {
                 let lease = job.lease.as_ref().ok_or_else(|| format!("job {u}: processing without a lease"))?;
-                ensure!(lease.token == job.last_token, "job {u}: lease token {} != last_token {}", lease.token, job.last_token);
+                ensure!(
+                    lease.token == job.last_token,
+                    "job {u}: lease token {} != last_token {}",
+                    lease.token,
+                    job.last_token
+                );
             }
             _ => ensure!(job.lease.is_none(), "job {u}: {:?} but holds a lease", job.state),
         }
@@ -677,9 +708,9 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
     let mut newest: BTreeMap<Uuid, &Ack> = BTreeMap::new();
     for ack in &cl.acks {
         checked.acks_checked += 1;
-        let job = by_uuid
-            .get(&ack.uuid)
-            .ok_or_else(|| format!("LOST: job {} acknowledged ({} at revision {}) is gone", ack.uuid, ack.what, ack.revision))?;
+        let job = by_uuid.get(&ack.uuid).ok_or_else(|| {
+            format!("LOST: job {} acknowledged ({} at revision {}) is gone", ack.uuid, ack.what, ack.revision)
+        })?;
         ensure!(
             job.revision >= ack.revision,
             "LOST: job {} acknowledged {} at revision {} ({:?}) but recovered at revision {} ({:?})",
@@ -734,10 +765,20 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
     // Indexes agree with the records.
     for state in JobState::ALL {
         let filter = JobFilter { state: Some(state), ..JobFilter::default() };
-        let listed: HashSet<Uuid> =
-            store.jobs(tenant, &filter, None, 1_000_000).map_err(e("jobs by state"))?.jobs.iter().map(|j| j.job_uuid).collect();
+        let listed: HashSet<Uuid> = store
+            .jobs(tenant, &filter, None, 1_000_000)
+            .map_err(e("jobs by state"))?
+            .jobs
+            .iter()
+            .map(|j| j.job_uuid)
+            .collect();
         let expected: HashSet<Uuid> = jobs.iter().filter(|j| j.state == state).map(|j| j.job_uuid).collect();
-        ensure!(listed == expected, "state index for {state:?} lists {} jobs, records say {}", listed.len(), expected.len());
+        ensure!(
+            listed == expected,
+            "state index for {state:?} lists {} jobs, records say {}",
+            listed.len(),
+            expected.len()
+        );
     }
     for q in QUEUES {
         let tally = |s: JobState| jobs.iter().filter(|j| j.queue == q && j.state == s).count() as u64;
@@ -764,7 +805,10 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
     let max_seq = seqs.last().copied().unwrap_or(0);
     rt.block_on(async {
         if !tenant_present {
-            store.create_tenant(Tenant { id: tenant.to_owned(), created_at: Utc::now() }).await.map_err(e("probe tenant"))?;
+            store
+                .create_tenant(Tenant { id: tenant.to_owned(), created_at: Utc::now() })
+                .await
+                .map_err(e("probe tenant"))?;
         }
         let mut rng = Rng::new(max_seq ^ 0xabc);
         let mut probe = new_job(&mut rng, 0);
@@ -786,7 +830,12 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
             .map_err(e("probe claim"))?;
         ensure!(claimed.len() == 1 && claimed[0].job_uuid == probe.job_uuid, "probe claim got {} jobs", claimed.len());
         let token = claimed[0].last_token;
-        let request = TransitionRequest { tenant: tenant.to_owned(), job_uuid: probe.job_uuid, command: Command::Complete { token }, actor: actor() };
+        let request = TransitionRequest {
+            tenant: tenant.to_owned(),
+            job_uuid: probe.job_uuid,
+            command: Command::Complete { token },
+            actor: actor(),
+        };
         let change = store.transition(request).await.map_err(e("probe complete"))?;
         ensure!(change.job.state == JobState::Completed, "probe job is {:?}", change.job.state);
         Ok::<(), String>(())
@@ -832,7 +881,13 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
                 (ops_after_open, syncs_after_open) = (d.ops, d.syncs);
             }
             let store = Arc::new(store);
-            rt.block_on(workload(store.clone(), c.clone(), tenant.clone(), budget, Rng::new(seed.wrapping_mul(31) + 7)));
+            rt.block_on(workload(
+                store.clone(),
+                c.clone(),
+                tenant.clone(),
+                budget,
+                Rng::new(seed.wrapping_mul(31) + 7),
+            ));
             // Every request has its answer; cut the power (if it did not go already)
             // while the store is still open, so no clean shutdown reaches the disk.
             backend.lock().cut_power();
@@ -867,7 +922,11 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
     // second (magic number), leaves a file redb refuses as "not a redb database". Only
     // possible before the store ever opened, so nothing can have been acknowledged;
     // tolerated unless POWER_LOSS_STRICT_CREATE is set, and counted.
-    if !opened && !image.is_empty() && !image.starts_with(b"redb") && std::env::var_os("POWER_LOSS_STRICT_CREATE").is_none() {
+    if !opened
+        && !image.is_empty()
+        && !image.starts_with(b"redb")
+        && std::env::var_os("POWER_LOSS_STRICT_CREATE").is_none()
+    {
         let refused = RedbStore::open_backend(PowerLossBackend::from_image(image.clone()), &StoreOptions::default());
         match refused {
             Err(e) if format!("{e:#}").contains("magic number") => {
@@ -888,7 +947,9 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
                     acked_refusals: cl.acked_refusals,
                 });
             }
-            Err(e) => return Err(fail(format!("the store cannot open the durable image ({} bytes): {e:#}", image.len()))),
+            Err(e) => {
+                return Err(fail(format!("the store cannot open the durable image ({} bytes): {e:#}", image.len())));
+            }
             Ok(_) => {} // opened after all: check it as any other
         }
     }
@@ -1095,7 +1156,9 @@ fn acknowledged_writes_survive_power_loss() {
             let budget = 40;
             let syncs = cal.open_syncs as f64 + cal.syncs_per_request * (budget + 2) as f64;
             // Even syncs lie; crashing at an odd one loses what the previous one acknowledged.
-            let at_sync = (cal.open_syncs + 3 + Rng::new(seed).below((syncs as u64).saturating_sub(cal.open_syncs + 3).max(1))) | 1;
+            let at_sync =
+                (cal.open_syncs + 3 + Rng::new(seed).below((syncs as u64).saturating_sub(cal.open_syncs + 3).max(1)))
+                    | 1;
             let plan = CrashPlan { at_sync: Some(at_sync), lying_sync: true, ..CrashPlan::default() };
             if let Err(e) = run_seed(&rt, seed, budget, plan) {
                 if std::env::var_os("POWER_LOSS_VERBOSE").is_some() {
@@ -1106,7 +1169,9 @@ fn acknowledged_writes_survive_power_loss() {
                 }
             }
         }
-        println!("negative control: a disk with a lying fsync, lost acknowledged work caught in {caught} of {control} seeds");
+        println!(
+            "negative control: a disk with a lying fsync, lost acknowledged work caught in {caught} of {control} seeds"
+        );
         assert!(caught > 0, "the checks never noticed a lying fsync: they cannot detect lost writes");
     }
 }

@@ -25,7 +25,8 @@ pub fn sluice_bin() -> &'static Path {
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building the sluice binary failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
         target.join("release").join("sluice")
     })
 }
@@ -150,7 +151,12 @@ impl Server {
             assert_eq!(status, 201, "create key: {body}");
             Api::new(&self.url, body["secret"].as_str().expect("secret"))
         };
-        Tenant { id: id.to_owned(), tenant_admin: key("tenant-admin"), producer: key("producer"), worker: key("worker") }
+        Tenant {
+            id: id.to_owned(),
+            tenant_admin: key("tenant-admin"),
+            producer: key("producer"),
+            worker: key("worker"),
+        }
     }
 }
 
@@ -259,8 +265,10 @@ impl Api {
 
     /// Claim up to `limit` jobs with a lease of `lease_ms`.
     pub fn claim(&self, queue: &str, limit: u32, lease_ms: u64) -> Vec<Value> {
-        let (status, body) =
-            self.post(&format!("/v1/queues/{queue}/claim"), json!({ "worker": "test-worker", "limit": limit, "lease_ms": lease_ms }));
+        let (status, body) = self.post(
+            &format!("/v1/queues/{queue}/claim"),
+            json!({ "worker": "test-worker", "limit": limit, "lease_ms": lease_ms }),
+        );
         assert_eq!(status, 200, "claim: {body}");
         body["jobs"].as_array().cloned().unwrap_or_default()
     }

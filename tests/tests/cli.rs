@@ -76,11 +76,32 @@ fn every_subcommand_has_a_happy_and_an_error_path() {
     revoked.fails(&["jobs", "list"], 4, "refused the API key");
 
     let acme = Cli { server: &server, key: secret, tenant: None };
-    let job = acme.json(&["jobs", "add", "--queue", "emails", "--kind", "send", "--user", "u-1", "--payload", r#"{"to":"a@b.c"}"#, "--priority", "3"]);
+    let job = acme.json(&[
+        "jobs",
+        "add",
+        "--queue",
+        "emails",
+        "--kind",
+        "send",
+        "--user",
+        "u-1",
+        "--payload",
+        r#"{"to":"a@b.c"}"#,
+        "--priority",
+        "3",
+    ]);
     let uuid = job["job_uuid"].as_str().unwrap().to_owned();
     assert_eq!(job["priority"], 3);
-    acme.fails(&["jobs", "add", "--queue", "emails", "--kind", "send", "--user", "u-1", "--payload", "{not json"], 2, "--payload: not valid JSON");
-    acme.fails(&["jobs", "add", "--queue", "emails", "--kind", "send", "--user", "u-1", "--job-uuid", &uuid], 1, "DUPLICATE_JOB");
+    acme.fails(
+        &["jobs", "add", "--queue", "emails", "--kind", "send", "--user", "u-1", "--payload", "{not json"],
+        2,
+        "--payload: not valid JSON",
+    );
+    acme.fails(
+        &["jobs", "add", "--queue", "emails", "--kind", "send", "--user", "u-1", "--job-uuid", &uuid],
+        1,
+        "DUPLICATE_JOB",
+    );
     assert!(acme.ok(&["jobs", "get", &uuid]).contains("send"));
     acme.fails(&["jobs", "get", "4a4a4a4a-0000-4000-8000-000000000000"], 1, "NOT_FOUND");
     let table = acme.ok(&["jobs", "list", "--queue", "emails"]);
@@ -114,12 +135,22 @@ fn every_subcommand_has_a_happy_and_an_error_path() {
     let out = gone.env("SLUICE_KEY", "k").args(["--url", "http://127.0.0.1:9", "tenants", "list"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"));
-    let out = Command::new(sluice_bin()).env_remove("SLUICE_KEY").args(["--url", &server.url, "tenants", "list"]).output().unwrap();
+    let out = Command::new(sluice_bin())
+        .env_remove("SLUICE_KEY")
+        .args(["--url", &server.url, "tenants", "list"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no API key"));
 
     // Help says what each command does, with an example.
-    for sub in [vec!["--help"], vec!["jobs", "add", "--help"], vec!["work", "--help"], vec!["queues", "set", "--help"], vec!["keys", "create", "--help"]] {
+    for sub in [
+        vec!["--help"],
+        vec!["jobs", "add", "--help"],
+        vec!["work", "--help"],
+        vec!["queues", "set", "--help"],
+        vec!["keys", "create", "--help"],
+    ] {
         let text = admin.ok(&sub);
         assert!(text.contains("Example"), "help of {sub:?} has an example");
     }
@@ -132,7 +163,12 @@ fn bulk_add_ten_thousand_jobs() {
     let file = server.dir.path().join("jobs.jsonl");
     let mut f = std::fs::File::create(&file).unwrap();
     for i in 0..10_000 {
-        writeln!(f, "{}", json!({ "queue": "bulk", "kind": "k", "user_id": format!("u{}", i % 10), "payload": { "i": i } })).unwrap();
+        writeln!(
+            f,
+            "{}",
+            json!({ "queue": "bulk", "kind": "k", "user_id": format!("u{}", i % 10), "payload": { "i": i } })
+        )
+        .unwrap();
     }
     writeln!(f, "{}", json!({ "queue": "bulk", "kind": "k" })).unwrap();
     drop(f);
@@ -223,7 +259,8 @@ fn work_runs_a_script_per_job() {
     assert_eq!(resumed["state"], "completed");
     assert_eq!(resumed["attempt"], 2);
     assert_eq!(resumed["errors"][0]["step"], "half", "the failure names the step it reached");
-    let seen: Value = serde_json::from_str(&std::fs::read_to_string(markers.join(format!("{resume}.resumed"))).unwrap()).unwrap();
+    let seen: Value =
+        serde_json::from_str(&std::fs::read_to_string(markers.join(format!("{resume}.resumed"))).unwrap()).unwrap();
     assert_eq!(seen["step"], "half", "the retry resumed from the saved progress");
     assert_eq!(seen["data"], json!({ "n": 1 }));
 }
@@ -245,7 +282,9 @@ fn work_stops_gracefully_and_survives_a_server_restart() {
     // Within the grace period the running job finishes.
     let short = insert_mode(&t, "g", "sleep");
     let mut worker = spawn("20000", "2");
-    wait_for(Duration::from_secs(20), "the job to start", || (t.producer.job(&short)["state"] == "processing").then_some(()));
+    wait_for(Duration::from_secs(20), "the job to start", || {
+        (t.producer.job(&short)["state"] == "processing").then_some(())
+    });
     let _ = Command::new("kill").args(["-TERM", &worker.id().to_string()]).status();
     assert!(worker.wait().unwrap().success());
     assert_eq!(t.producer.job(&short)["state"], "completed", "finished within the grace period");
@@ -253,7 +292,9 @@ fn work_stops_gracefully_and_survives_a_server_restart() {
     // Past the grace period the command is killed and the job released, no attempt spent.
     let long = insert_mode(&t, "g", "sleep");
     let mut worker = spawn("300", "60");
-    wait_for(Duration::from_secs(20), "the job to start", || (t.producer.job(&long)["state"] == "processing").then_some(()));
+    wait_for(Duration::from_secs(20), "the job to start", || {
+        (t.producer.job(&long)["state"] == "processing").then_some(())
+    });
     let _ = Command::new("kill").args(["-TERM", &worker.id().to_string()]).status();
     assert!(worker.wait().unwrap().success());
     let job = t.producer.job(&long);
@@ -266,12 +307,16 @@ fn work_stops_gracefully_and_survives_a_server_restart() {
     assert_eq!(cancelled["state"], "abandoned");
     let mut worker = spawn("1000", "0");
     let before = insert_mode(&t, "g", "ok");
-    wait_for(Duration::from_secs(20), "the first job", || (t.producer.job(&before)["state"] == "completed").then_some(()));
+    wait_for(Duration::from_secs(20), "the first job", || {
+        (t.producer.job(&before)["state"] == "completed").then_some(())
+    });
     server.kill();
     std::thread::sleep(Duration::from_millis(1500));
     server.restart();
     let after = insert_mode(&t, "g", "ok");
-    wait_for(Duration::from_secs(30), "a job after the restart", || (t.producer.job(&after)["state"] == "completed").then_some(()));
+    wait_for(Duration::from_secs(30), "a job after the restart", || {
+        (t.producer.job(&after)["state"] == "completed").then_some(())
+    });
     let _ = Command::new("kill").args(["-TERM", &worker.id().to_string()]).status();
     assert!(worker.wait().unwrap().success());
 }

@@ -123,7 +123,8 @@ fn worker_loop(api: Api, round: usize, w: usize, stop: Arc<AtomicBool>) -> Worke
         for job in &jobs {
             let uuid = job["job_uuid"].as_str().unwrap().to_owned();
             let token = job["lease"]["token"].as_u64().unwrap();
-            let request = api.request(Method::POST, &format!("/v1/jobs/{uuid}/complete")).json(&json!({ "token": token }));
+            let request =
+                api.request(Method::POST, &format!("/v1/jobs/{uuid}/complete")).json(&json!({ "token": token }));
             match api.try_send(request) {
                 Ok((200, answer)) => {
                     assert_eq!(answer["state"], "completed", "{answer}");
@@ -140,7 +141,6 @@ fn worker_loop(api: Api, round: usize, w: usize, stop: Arc<AtomicBool>) -> Worke
     }
     log
 }
-
 
 fn counts(api: &Api, queue: &str) -> Value {
     let (status, q) = api.get(&format!("/v1/queues/{queue}"));
@@ -257,10 +257,15 @@ fn kill_nine_during_load_and_restart_ten_times() {
         let worker = keys.worker(&server);
 
         // Every acknowledged insert is there, with its payload; nothing else appeared.
-        let stored: HashMap<String, Value> =
-            worker.list_all(&format!("queue={LOAD}")).into_iter().map(|j| (j["job_uuid"].as_str().unwrap().to_owned(), j)).collect();
+        let stored: HashMap<String, Value> = worker
+            .list_all(&format!("queue={LOAD}"))
+            .into_iter()
+            .map(|j| (j["job_uuid"].as_str().unwrap().to_owned(), j))
+            .collect();
         for (uuid, (r, n, p)) in &acked {
-            let job = stored.get(uuid).unwrap_or_else(|| panic!("round {round}: acknowledged insert {uuid} (round {r}) is missing"));
+            let job = stored
+                .get(uuid)
+                .unwrap_or_else(|| panic!("round {round}: acknowledged insert {uuid} (round {r}) is missing"));
             assert_eq!(job["payload"], json!({ "round": r, "producer": p, "n": n }), "payload of {uuid}");
         }
         for uuid in &round_acked {
@@ -275,7 +280,11 @@ fn kill_nine_during_load_and_restart_ten_times() {
             assert_eq!(tokens.len(), 1, "round {round}: job {uuid} has acknowledged completes with tokens {tokens:?}");
             let job = &stored[uuid];
             assert_eq!(job["state"], "completed", "round {round}: acknowledged complete of {uuid} lost: {job}");
-            assert_eq!(job["last_token"].as_u64(), Some(tokens[0]), "round {round}: {uuid} was claimed after its complete: {job}");
+            assert_eq!(
+                job["last_token"].as_u64(),
+                Some(tokens[0]),
+                "round {round}: {uuid} was claimed after its complete: {job}"
+            );
         }
 
         // Queue order: priority, then insertion order.
@@ -283,9 +292,11 @@ fn kill_nine_during_load_and_restart_ten_times() {
             let got = worker.claim(&order_queue, 1, 60_000);
             assert_eq!(got.len(), 1, "round {round}: order queue ran dry at {k}");
             assert_eq!(
-                got[0]["job_uuid"], uuid.as_str(),
+                got[0]["job_uuid"],
+                uuid.as_str(),
                 "round {round}: claim {k} should be job #{i} with priority {priority}, got priority {} payload {}",
-                got[0]["priority"], got[0]["payload"]
+                got[0]["priority"],
+                got[0]["payload"]
             );
             let token = got[0]["lease"]["token"].as_u64().unwrap();
             let (status, done) = worker.post(&format!("/v1/jobs/{uuid}/complete"), json!({ "token": token }));
@@ -305,9 +316,14 @@ fn kill_nine_during_load_and_restart_ten_times() {
 
     // Leases of killed workers run out; the rescuer makes them failed attempts.
     let worker = keys.worker(&server);
-    wait_for(Duration::from_secs(30), "no job processing", || (count(&counts(&worker, LOAD), "processing") == 0).then_some(()));
-    let stored: HashMap<String, Value> =
-        worker.list_all(&format!("queue={LOAD}")).into_iter().map(|j| (j["job_uuid"].as_str().unwrap().to_owned(), j)).collect();
+    wait_for(Duration::from_secs(30), "no job processing", || {
+        (count(&counts(&worker, LOAD), "processing") == 0).then_some(())
+    });
+    let stored: HashMap<String, Value> = worker
+        .list_all(&format!("queue={LOAD}"))
+        .into_iter()
+        .map(|j| (j["job_uuid"].as_str().unwrap().to_owned(), j))
+        .collect();
     assert!(stored.values().all(|j| j["state"] != "processing" && j["state"] != "abandoned"));
     let ok_tokens: HashSet<(&str, u64)> =
         completes_ok.iter().flat_map(|(u, ts)| ts.iter().map(move |t| (u.as_str(), *t))).collect();
@@ -337,7 +353,11 @@ fn kill_nine_during_load_and_restart_ten_times() {
     }
     for (uuid, token) in &lease_lost {
         let job = &stored[uuid];
-        let expired = job["errors"].as_array().unwrap().iter().any(|e| e["code"] == "LEASE_EXPIRED" && e["attempt"].as_u64() == Some(*token));
+        let expired = job["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["code"] == "LEASE_EXPIRED" && e["attempt"].as_u64() == Some(*token));
         assert!(expired, "complete of {uuid} with token {token} got LEASE_LOST but that lease was not rescued: {job}");
     }
     let expired_records: usize = stored
@@ -349,12 +369,24 @@ fn kill_nine_during_load_and_restart_ten_times() {
     let rescued_unknown: usize = stored
         .iter()
         .map(|(u, j)| {
-            j["errors"].as_array().unwrap().iter().filter(|e| e["code"] == "LEASE_EXPIRED" && !known.contains(&(u.as_str(), e["attempt"].as_u64().unwrap()))).count()
+            j["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| {
+                    e["code"] == "LEASE_EXPIRED" && !known.contains(&(u.as_str(), e["attempt"].as_u64().unwrap()))
+                })
+                .count()
         })
         .sum();
     // No lease was both completed (acknowledged) and rescued.
-    assert_eq!(expired_records, rescued_leases + rescued_unknown, "a LEASE_EXPIRED record for a lease whose complete was acknowledged");
-    let rescued_jobs: Vec<&String> = stored.iter().filter(|(_, j)| !j["errors"].as_array().unwrap().is_empty()).map(|(u, _)| u).collect();
+    assert_eq!(
+        expired_records,
+        rescued_leases + rescued_unknown,
+        "a LEASE_EXPIRED record for a lease whose complete was acknowledged"
+    );
+    let rescued_jobs: Vec<&String> =
+        stored.iter().filter(|(_, j)| !j["errors"].as_array().unwrap().is_empty()).map(|(u, _)| u).collect();
     assert!(rescued_leases > 0, "no lease of a killed worker was rescued: the test did not exercise rescue");
 
     // Drain: everything left completes exactly once.

@@ -49,7 +49,8 @@ fn failed_attempts_are_recorded_backed_off_and_finally_abandoned() {
         }
     }
     let (_, history) = t.producer.get(&format!("/v1/jobs/{uuid}/history"));
-    let actions: Vec<&str> = history["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        history["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["insert", "claim", "fail", "reschedule", "claim", "fail", "reschedule", "claim", "fail"]);
 
     // Not retryable: abandoned at once.
@@ -64,8 +65,12 @@ fn failed_attempts_are_recorded_backed_off_and_finally_abandoned() {
 fn the_breaker_parks_failing_jobs_until_reset() {
     let server = Server::start();
     let t = server.tenant("acme");
-    t.tenant_admin.put("/v1/queues/q", json!({ "backoff_base_ms": 100, "backoff_cap_ms": 100, "breaker_threshold": 3, "breaker_window_ms": 60_000 }));
-    let uuids: Vec<String> = (0..4).map(|_| t.producer.insert("q", json!({}))["job_uuid"].as_str().unwrap().to_owned()).collect();
+    t.tenant_admin.put(
+        "/v1/queues/q",
+        json!({ "backoff_base_ms": 100, "backoff_cap_ms": 100, "breaker_threshold": 3, "breaker_window_ms": 60_000 }),
+    );
+    let uuids: Vec<String> =
+        (0..4).map(|_| t.producer.insert("q", json!({}))["job_uuid"].as_str().unwrap().to_owned()).collect();
     let mut states = Vec::new();
     for _ in 0..4 {
         let (uuid, token) = claim_one(&t, "q");
@@ -109,10 +114,14 @@ fn the_breaker_parks_failing_jobs_until_reset() {
 fn retry_keeps_progress_replay_needs_override_cancel_ends() {
     let server = Server::start();
     let t = server.tenant("acme");
-    t.tenant_admin.put("/v1/queues/q", json!({ "backoff_base_ms": 3_600_000, "backoff_cap_ms": 3_600_000, "max_attempts": 2 }));
+    t.tenant_admin
+        .put("/v1/queues/q", json!({ "backoff_base_ms": 3_600_000, "backoff_cap_ms": 3_600_000, "max_attempts": 2 }));
     let uuid = t.producer.insert("q", json!({}))["job_uuid"].as_str().unwrap().to_owned();
     let (_, token) = claim_one(&t, "q");
-    let (status, job) = t.worker.post(&format!("/v1/jobs/{uuid}/heartbeat"), json!({ "token": token, "lease_ms": 90_000, "progress": { "step": "resize", "data": { "done": 3 } } }));
+    let (status, job) = t.worker.post(
+        &format!("/v1/jobs/{uuid}/heartbeat"),
+        json!({ "token": token, "lease_ms": 90_000, "progress": { "step": "resize", "data": { "done": 3 } } }),
+    );
     assert_eq!(status, 200, "{job}");
     assert_eq!(job["progress"]["step"], "resize");
     fail(&t, &uuid, token, json!({}));
@@ -128,7 +137,8 @@ fn retry_keeps_progress_replay_needs_override_cancel_ends() {
 
     let (status, body) = t.tenant_admin.post(&format!("/v1/jobs/{uuid}/replay"), json!({}));
     assert_eq!((status, code(&body)), (409, "REPLAY_NEEDS_OVERRIDE"));
-    let (status, job) = t.tenant_admin.post(&format!("/v1/jobs/{uuid}/replay"), json!({ "override": true, "resume": true }));
+    let (status, job) =
+        t.tenant_admin.post(&format!("/v1/jobs/{uuid}/replay"), json!({ "override": true, "resume": true }));
     assert_eq!(status, 200);
     assert_eq!(job["progress"]["step"], "resize", "resume keeps progress");
     let (_, token) = claim_one(&t, "q");

@@ -10,7 +10,10 @@ use sluice_tests::*;
 fn insert_stores_every_field_and_fills_defaults() {
     let server = Server::start();
     let t = server.tenant("acme");
-    let job = t.producer.insert("emails", json!({ "payload": { "to": "a@example.com", "n": [1, 2.5, null] }, "tags": { "team": "x" } }));
+    let job = t.producer.insert(
+        "emails",
+        json!({ "payload": { "to": "a@example.com", "n": [1, 2.5, null] }, "tags": { "team": "x" } }),
+    );
     assert_eq!(job["state"], "pending");
     assert_eq!(job["tenant"], "acme");
     assert_eq!(job["payload"], json!({ "to": "a@example.com", "n": [1, 2.5, null] }));
@@ -38,7 +41,10 @@ fn insert_stores_every_field_and_fills_defaults() {
     assert_eq!(job["trace_id"], "my-trace");
 
     // Schema versions the queue does not accept are refused until it accepts them.
-    let (status, body) = t.producer.post("/v1/jobs", json!({ "queue": "emails", "kind": "k", "payload": {}, "user_id": "u", "schema_version": 2 }));
+    let (status, body) = t.producer.post(
+        "/v1/jobs",
+        json!({ "queue": "emails", "kind": "k", "payload": {}, "user_id": "u", "schema_version": 2 }),
+    );
     assert_eq!((status, code(&body)), (422, "SCHEMA_UNSUPPORTED"), "{body}");
     let (status, q) = t.tenant_admin.put("/v1/queues/emails", json!({ "schema_versions": [1, 2], "max_attempts": 9 }));
     assert_eq!(status, 200, "{q}");
@@ -58,7 +64,10 @@ fn duplicates_are_refused_and_the_first_job_kept() {
     let t = server.tenant("acme");
     let uuid = uuid::Uuid::new_v4().to_string();
     let first = t.producer.insert("q", json!({ "job_uuid": uuid, "payload": { "v": 1 } }));
-    let (status, body) = t.producer.post("/v1/jobs", json!({ "job_uuid": uuid, "queue": "other", "kind": "k", "payload": { "v": 2 }, "user_id": "u" }));
+    let (status, body) = t.producer.post(
+        "/v1/jobs",
+        json!({ "job_uuid": uuid, "queue": "other", "kind": "k", "payload": { "v": 2 }, "user_id": "u" }),
+    );
     assert_eq!((status, code(&body)), (409, "DUPLICATE_JOB"));
     assert!(body["detail"].as_str().unwrap().contains(&uuid), "the reason names the job: {body}");
     assert_eq!(t.producer.job(&uuid), first, "the stored job is unchanged");
@@ -134,7 +143,8 @@ fn claims_follow_priority_then_run_at_then_insertion_and_wait_for_delays() {
     assert_eq!(body["paused"], false);
     // A long-poll claim wakes when a job is inserted.
     let worker = t.worker.clone();
-    let waiter = std::thread::spawn(move || worker.post("/v1/queues/late/claim", json!({ "worker": "w", "wait_ms": 20_000 })));
+    let waiter =
+        std::thread::spawn(move || worker.post("/v1/queues/late/claim", json!({ "worker": "w", "wait_ms": 20_000 })));
     std::thread::sleep(Duration::from_millis(300));
     let late = t.producer.insert("late", json!({}))["job_uuid"].clone();
     let (_, body) = waiter.join().unwrap();

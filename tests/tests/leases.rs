@@ -166,7 +166,8 @@ fn worker_loop(api: Api, index: usize, done: Arc<AtomicBool>) -> WorkerLog {
         batches += 1;
         // A killed worker: it stops at some point of its batch and never finishes the rest.
         let permanent = die_for_good_after.is_some_and(|n| batches >= n);
-        let die_at = if permanent || rng.chance(0.015) { Some(rng.range(0, jobs.len() as u64 - 1) as usize) } else { None };
+        let die_at =
+            if permanent || rng.chance(0.015) { Some(rng.range(0, jobs.len() as u64 - 1) as usize) } else { None };
         // A paused worker (GC pause, stopped VM ...): the whole batch waits past its lease.
         let pause_batch = die_at.is_none() && rng.chance(0.03);
         if pause_batch {
@@ -214,7 +215,6 @@ fn worker_loop(api: Api, index: usize, done: Arc<AtomicBool>) -> WorkerLog {
     }
     log
 }
-
 
 #[test]
 fn timestamp_parser() {
@@ -314,7 +314,8 @@ fn eight_workers_ten_thousand_jobs_one_winner_per_job() {
             failures.push(msg);
         }
     };
-    let (mut ok_total, mut lost_total, mut paused_ok, mut paused_lost, mut rescued_jobs, mut expired_leases) = (0, 0, 0, 0, 0, 0);
+    let (mut ok_total, mut lost_total, mut paused_ok, mut paused_lost, mut rescued_jobs, mut expired_leases) =
+        (0, 0, 0, 0, 0, 0);
     for uuid in &inserted {
         let job = &server_jobs[uuid];
         let mut cl: Vec<&ClaimRec> = claims.get(uuid.as_str()).cloned().unwrap_or_default();
@@ -347,7 +348,10 @@ fn eight_workers_ten_thousand_jobs_one_winner_per_job() {
         }
         for (i, c) in cl.iter().enumerate() {
             if c.token != i as u64 + 1 {
-                fail(format!("job {uuid}: tokens in acquisition order are {:?}", cl.iter().map(|c| c.token).collect::<Vec<_>>()));
+                fail(format!(
+                    "job {uuid}: tokens in acquisition order are {:?}",
+                    cl.iter().map(|c| c.token).collect::<Vec<_>>()
+                ));
                 break;
             }
             if c.attempt != c.token {
@@ -377,10 +381,16 @@ fn eight_workers_ten_thousand_jobs_one_winner_per_job() {
             let last = cl.last().unwrap();
             let t = ok.updated_at.unwrap();
             if ok.token != last.token {
-                fail(format!("job {uuid}: complete with token {} succeeded but token {} was issued later", ok.token, last.token));
+                fail(format!(
+                    "job {uuid}: complete with token {} succeeded but token {} was issued later",
+                    ok.token, last.token
+                ));
             }
             if !(last.acquired_at <= t && t < last.expires_at) {
-                fail(format!("job {uuid}: complete at {t} outside its lease {}..{}", last.acquired_at, last.expires_at));
+                fail(format!(
+                    "job {uuid}: complete at {t} outside its lease {}..{}",
+                    last.acquired_at, last.expires_at
+                ));
             }
         }
 
@@ -395,7 +405,10 @@ fn eight_workers_ten_thousand_jobs_one_winner_per_job() {
             let attempt = e["attempt"].as_u64().unwrap_or(0);
             match cl.iter().find(|c| c.attempt == attempt) {
                 Some(c) if ms_of(&e["at"]) >= c.expires_at => {}
-                Some(c) => fail(format!("job {uuid}: lease {} expiring {} rescued early at {}", c.token, c.expires_at, e["at"])),
+                Some(c) => fail(format!(
+                    "job {uuid}: lease {} expiring {} rescued early at {}",
+                    c.token, c.expires_at, e["at"]
+                )),
                 None => fail(format!("job {uuid}: LEASE_EXPIRED for attempt {attempt} that we never claimed")),
             }
         }

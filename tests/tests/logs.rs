@@ -11,7 +11,10 @@ fn a_jobs_whole_life_is_in_the_log() {
     let server = Server::start();
     let t = server.tenant("acme");
     t.tenant_admin.put("/v1/queues/q", json!({ "backoff_base_ms": 100, "backoff_cap_ms": 100 }));
-    let job = t.producer.insert("q", json!({ "user_id": "alice@example.com", "trace_id": "trace-life", "payload": { "secret": "PAYLOAD-MARKER" } }));
+    let job = t.producer.insert(
+        "q",
+        json!({ "user_id": "alice@example.com", "trace_id": "trace-life", "payload": { "secret": "PAYLOAD-MARKER" } }),
+    );
     let uuid = job["job_uuid"].as_str().unwrap().to_owned();
     let token = t.worker.claim("q", 1, 60_000)[0]["lease"]["token"].as_u64().unwrap();
     t.worker.post(&format!("/v1/jobs/{uuid}/fail"), json!({ "token": token, "code": "E", "reason": "r" }));
@@ -30,7 +33,13 @@ fn a_jobs_whole_life_is_in_the_log() {
     });
     let steps: Vec<(String, String, String)> = lines
         .iter()
-        .map(|l| (l["action"].as_str().unwrap().to_owned(), l["from"].as_str().unwrap_or("").to_owned(), l["to"].as_str().unwrap_or("").to_owned()))
+        .map(|l| {
+            (
+                l["action"].as_str().unwrap().to_owned(),
+                l["from"].as_str().unwrap_or("").to_owned(),
+                l["to"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     let expected = [
         ("insert", "-", "pending"),

@@ -31,7 +31,8 @@ POST   /v1/jobs/{job_uuid}/cancel
 #[test]
 fn openapi_lists_exactly_the_routes() {
     let server = Server::start();
-    let doc: serde_json::Value = reqwest::blocking::get(format!("{}/openapi.json", server.url)).unwrap().json().unwrap();
+    let doc: serde_json::Value =
+        reqwest::blocking::get(format!("{}/openapi.json", server.url)).unwrap().json().unwrap();
     let mut documented: Vec<String> = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in item.as_object().unwrap().keys() {
@@ -50,7 +51,10 @@ fn openapi_lists_exactly_the_routes() {
     let admin = server.admin();
     for route in &expected {
         let (method, path) = route.split_once(' ').unwrap();
-        let path = path.replace("{job_uuid}", "00000000-0000-4000-8000-000000000000").replace("{queue}", "q").replace("{key_id}", "k");
+        let path = path
+            .replace("{job_uuid}", "00000000-0000-4000-8000-000000000000")
+            .replace("{queue}", "q")
+            .replace("{key_id}", "k");
         let (_, body) = admin.send(admin.request(method.parse().unwrap(), &path));
         assert!(!body["detail"].as_str().unwrap_or("").starts_with("no route"), "{route} is routed");
     }

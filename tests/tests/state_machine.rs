@@ -82,7 +82,9 @@ fn rows() -> Vec<Row<'static>> {
 /// job's lease had or has).
 fn job_in_state(t: &Tenant, queue: &str, state: &str) -> (String, u64) {
     // Failed jobs must stay failed during the row: a long backoff.
-    let (status, body) = t.tenant_admin.put(&format!("/v1/queues/{queue}"), json!({ "backoff_base_ms": 3_600_000, "backoff_cap_ms": 3_600_000 }));
+    let (status, body) = t
+        .tenant_admin
+        .put(&format!("/v1/queues/{queue}"), json!({ "backoff_base_ms": 3_600_000, "backoff_cap_ms": 3_600_000 }));
     assert_eq!(status, 200, "{body}");
     let job = t.producer.insert(queue, json!({}));
     let uuid = job["job_uuid"].as_str().unwrap().to_owned();
@@ -96,7 +98,9 @@ fn job_in_state(t: &Tenant, queue: &str, state: &str) -> (String, u64) {
         "processing" => (200, Value::Null),
         "completed" => t.worker.post(&path("complete"), json!({ "token": token })),
         "failed" => t.worker.post(&path("fail"), json!({ "token": token, "code": "E", "reason": "setup" })),
-        "abandoned" => t.worker.post(&path("fail"), json!({ "token": token, "code": "E", "reason": "setup", "retryable": false })),
+        "abandoned" => {
+            t.worker.post(&path("fail"), json!({ "token": token, "code": "E", "reason": "setup", "retryable": false }))
+        }
         other => panic!("unknown state {other}"),
     };
     assert_eq!(status, 200, "setup {state}: {body}");
@@ -124,7 +128,9 @@ fn http_api_follows_the_state_table() {
             "heartbeat" => t.worker.post(&path("heartbeat"), json!({ "token": token })),
             "complete" => t.worker.post(&path("complete"), json!({ "token": token })),
             "fail" => t.worker.post(&path("fail"), json!({ "token": token, "code": "E", "reason": "row" })),
-            "fail_final" => t.worker.post(&path("fail"), json!({ "token": token, "code": "E", "reason": "row", "retryable": false })),
+            "fail_final" => t
+                .worker
+                .post(&path("fail"), json!({ "token": token, "code": "E", "reason": "row", "retryable": false })),
             "release" => t.worker.post(&path("release"), json!({ "token": token })),
             "retry" => t.tenant_admin.post(&path("retry"), json!({})),
             "replay" => t.tenant_admin.post(&path("replay"), json!({ "override": row.override_ == "true" })),

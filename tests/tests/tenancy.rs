@@ -47,7 +47,10 @@ fn keys_are_shown_once_listed_without_secrets_and_revoked_at_once() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["tenant"], "other");
     let (_, list) = t.tenant_admin.get("/v1/keys");
-    assert!(list["keys"].as_array().unwrap().iter().all(|k| k["tenant"] == "other"), "a tenant admin lists its own keys");
+    assert!(
+        list["keys"].as_array().unwrap().iter().all(|k| k["tenant"] == "other"),
+        "a tenant admin lists its own keys"
+    );
 
     // No key, a bad key.
     let anonymous = Api::new(&server.url, "sk_nope");

@@ -23,7 +23,11 @@ pub struct TenantInput {
 /// Create a tenant.
 #[utoipa::path(post, path = "/v1/tenants", tag = "admin", request_body = TenantInput,
     responses((status = 201, body = Tenant), (status = 422, body = Problem)))]
-pub async fn create_tenant(State(app): State<AppState>, caller: Caller, Json(input): Json<TenantInput>) -> ApiResult<(StatusCode, axum::Json<Tenant>)> {
+pub async fn create_tenant(
+    State(app): State<AppState>,
+    caller: Caller,
+    Json(input): Json<TenantInput>,
+) -> ApiResult<(StatusCode, axum::Json<Tenant>)> {
     let actor = caller.global(Permission::ManageTenants, "manage tenants")?;
     let tenant = app.store().create_tenant(new_tenant(input.id)?).await?;
     tracing::info!(target: "sluice::audit", action = "tenant_create", tenant = %tenant.id, actor = %actor, "tenant created");
@@ -65,7 +69,14 @@ pub struct KeyView {
 
 impl From<ApiKey> for KeyView {
     fn from(k: ApiKey) -> Self {
-        KeyView { id: k.id, name: k.name, role: k.role, tenant: k.tenant, created_at: k.created_at, revoked_at: k.revoked_at }
+        KeyView {
+            id: k.id,
+            name: k.name,
+            role: k.role,
+            tenant: k.tenant,
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+        }
     }
 }
 
@@ -80,7 +91,11 @@ pub struct CreatedKey {
 /// Create an API key.
 #[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = KeyInput,
     responses((status = 201, body = CreatedKey), (status = 403, body = Problem), (status = 422, body = Problem)))]
-pub async fn create_key(State(app): State<AppState>, caller: Caller, Json(input): Json<KeyInput>) -> ApiResult<(StatusCode, axum::Json<CreatedKey>)> {
+pub async fn create_key(
+    State(app): State<AppState>,
+    caller: Caller,
+    Json(input): Json<KeyInput>,
+) -> ApiResult<(StatusCode, axum::Json<CreatedKey>)> {
     let actor = caller.global(Permission::ManageKeys, "manage keys")?;
     let name = input.name.trim().to_owned();
     if name.is_empty() || name.len() > 128 {
@@ -121,7 +136,11 @@ pub async fn list_keys(State(app): State<AppState>, caller: Caller) -> ApiResult
 
 /// Revoke a key; it stops working at once.
 #[utoipa::path(delete, path = "/v1/keys/{key_id}", tag = "admin", responses((status = 200, body = KeyView), (status = 404, body = Problem)))]
-pub async fn revoke_key(State(app): State<AppState>, caller: Caller, Path(key_id): Path<String>) -> ApiResult<axum::Json<KeyView>> {
+pub async fn revoke_key(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(key_id): Path<String>,
+) -> ApiResult<axum::Json<KeyView>> {
     let actor = caller.global(Permission::ManageKeys, "manage keys")?;
     let key = app.keyring.revoke(&key_id, caller.key.tenant.as_deref()).await?;
     tracing::info!(target: "sluice::audit", action = "key_revoke", key_id = %key.id, actor = %actor, "key revoked");

@@ -27,6 +27,6 @@ pub struct Health {
 /// Liveness and the writer's counts.
 #[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> axum::Json<Health> {
-    let WriterStats { requests, commits, largest_batch, queued } = app.store().writer_stats();
+    let WriterStats { requests, commits, largest_batch, queued, .. } = app.store().writer_stats();
     axum::Json(Health { status: "ok", writer: WriterHealth { requests, commits, largest_batch, queued } })
 }

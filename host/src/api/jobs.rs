@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -25,7 +25,12 @@ fn traceparent(headers: &HeaderMap) -> Option<&str> {
 /// Insert one job.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobInput,
     responses((status = 201, body = Job), (status = 409, body = Problem), (status = 422, body = Problem)))]
-pub async fn insert(State(app): State<AppState>, caller: Caller, headers: HeaderMap, Json(input): Json<JobInput>) -> ApiResult<(StatusCode, axum::Json<Job>)> {
+pub async fn insert(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(input): Json<JobInput>,
+) -> ApiResult<(StatusCode, axum::Json<Job>)> {
     let scope = caller.tenant(Permission::InsertJobs, "insert jobs")?;
     let mut results = app.queue.insert(&scope.tenant, vec![input], traceparent(&headers), &scope.actor).await?;
     let job = results.pop().expect("one result for one job")?;
@@ -60,7 +65,12 @@ pub struct BatchOutcome {
 /// Insert up to 1,000 jobs; each is accepted or refused on its own.
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchInput,
     responses((status = 200, body = BatchOutcome), (status = 422, body = Problem)))]
-pub async fn insert_batch(State(app): State<AppState>, caller: Caller, headers: HeaderMap, Json(batch): Json<BatchInput>) -> ApiResult<axum::Json<BatchOutcome>> {
+pub async fn insert_batch(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(batch): Json<BatchInput>,
+) -> ApiResult<axum::Json<BatchOutcome>> {
     let scope = caller.tenant(Permission::InsertJobs, "insert jobs")?;
     if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
         return Err(Error::validation(format!("jobs: 1 to {MAX_BATCH} per batch")).into());
@@ -110,7 +120,11 @@ pub struct JobList {
 
 /// List the tenant's jobs, oldest first, with filters and a cursor.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListParams), responses((status = 200, body = JobList)))]
-pub async fn list(State(app): State<AppState>, caller: Caller, Query(p): Query<ListParams>) -> ApiResult<axum::Json<JobList>> {
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(p): Query<ListParams>,
+) -> ApiResult<axum::Json<JobList>> {
     let scope = caller.tenant(Permission::ReadJobs, "read jobs")?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
@@ -123,7 +137,11 @@ pub async fn list(State(app): State<AppState>, caller: Caller, Query(p): Query<L
 
 /// One job by its job_uuid.
 #[utoipa::path(get, path = "/v1/jobs/{job_uuid}", tag = "jobs", responses((status = 200, body = Job), (status = 404, body = Problem)))]
-pub async fn get(State(app): State<AppState>, caller: Caller, Path(job_uuid): Path<Uuid>) -> ApiResult<axum::Json<Job>> {
+pub async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(job_uuid): Path<Uuid>,
+) -> ApiResult<axum::Json<Job>> {
     let scope = caller.tenant(Permission::ReadJobs, "read jobs")?;
     Ok(axum::Json(app.queue.job(&scope.tenant, job_uuid)?))
 }
@@ -136,12 +154,22 @@ pub struct History {
 
 /// Every action on the job, in order.
 #[utoipa::path(get, path = "/v1/jobs/{job_uuid}/history", tag = "jobs", responses((status = 200, body = History), (status = 404, body = Problem)))]
-pub async fn history(State(app): State<AppState>, caller: Caller, Path(job_uuid): Path<Uuid>) -> ApiResult<axum::Json<History>> {
+pub async fn history(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(job_uuid): Path<Uuid>,
+) -> ApiResult<axum::Json<History>> {
     let scope = caller.tenant(Permission::ReadJobs, "read jobs")?;
     Ok(axum::Json(History { job_uuid, events: app.queue.history(&scope.tenant, job_uuid)? }))
 }
 
-async fn act(app: &AppState, caller: &Caller, permission: Permission, job_uuid: Uuid, command: Command) -> ApiResult<axum::Json<Job>> {
+async fn act(
+    app: &AppState,
+    caller: &Caller,
+    permission: Permission,
+    job_uuid: Uuid,
+    command: Command,
+) -> ApiResult<axum::Json<Job>> {
     let what = if permission == Permission::WorkJobs { "work on jobs" } else { "retry, replay or cancel jobs" };
     let scope = caller.tenant(permission, what)?;
     Ok(axum::Json(app.queue.act(&scope.tenant, job_uuid, command, &scope.actor).await?))
@@ -168,7 +196,12 @@ pub struct HeartbeatInput {
 /// Extend the lease, maybe saving progress.
 #[utoipa::path(post, path = "/v1/jobs/{job_uuid}/heartbeat", tag = "work", request_body = HeartbeatInput,
     responses((status = 200, body = Job), (status = 409, body = Problem)))]
-pub async fn heartbeat(State(app): State<AppState>, caller: Caller, Path(job_uuid): Path<Uuid>, Json(b): Json<HeartbeatInput>) -> ApiResult<axum::Json<Job>> {
+pub async fn heartbeat(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(job_uuid): Path<Uuid>,
+    Json(b): Json<HeartbeatInput>,
+) -> ApiResult<axum::Json<Job>> {
     let command = Command::Heartbeat {
         token: b.token,
         lease_ms: b.lease_ms.unwrap_or(DEFAULT_LEASE_MS),
@@ -186,14 +219,24 @@ pub struct TokenInput {
 /// Finish the job (current lease token required).
 #[utoipa::path(post, path = "/v1/jobs/{job_uuid}/complete", tag = "work", request_body = TokenInput,
     responses((status = 200, body = Job), (status = 409, body = Problem)))]
-pub async fn complete(State(app): State<AppState>, caller: Caller, Path(job_uuid): Path<Uuid>, Json(b): Json<TokenInput>) -> ApiResult<axum::Json<Job>> {
+pub async fn complete(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(job_uuid): Path<Uuid>,
+    Json(b): Json<TokenInput>,
+) -> ApiResult<axum::Json<Job>> {
     act(&app, &caller, Permission::WorkJobs, job_uuid, Command::Complete { token: b.token }).await
 }
 
 /// Hand the job back without spending an attempt (graceful worker shutdown).
 #[utoipa::path(post, path = "/v1/jobs/{job_uuid}/release", tag = "work", request_body = TokenInput,
     responses((status = 200, body = Job), (status = 409, body = Problem)))]
-pub async fn release(State(app): State<AppState>, caller: Caller, Path(job_uuid): Path<Uuid>, Json(b): Json<TokenInput>) -> ApiResult<axum::Json<Job>> {
+pub async fn release(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(job_uuid): Path<Uuid>,
+    Json(b): Json<TokenInput>,
+) -> ApiResult<axum::Json<Job>> {
     act(&app, &caller, Permission::WorkJobs, job_uuid, Command::Release { token: b.token }).await
 }
 
@@ -218,14 +261,24 @@ pub struct FailInput {
 /// Record a failed attempt: failed (backoff, then pending) or abandoned.
 #[utoipa::path(post, path = "/v1/jobs/{job_uuid}/fail", tag = "work", request_body = FailInput,
     responses((status = 200, body = Job), (status = 409, body = Problem)))]
-pub async fn fail(State(app): State<AppState>, caller: Caller, Path(job_uuid): Path<Uuid>, Json(b): Json<FailInput>) -> ApiResult<axum::Json<Job>> {
-    let failure = Failure { code: b.code, reason: b.reason, traceback: b.traceback, step: b.step, retryable: b.retryable };
+pub async fn fail(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(job_uuid): Path<Uuid>,
+    Json(b): Json<FailInput>,
+) -> ApiResult<axum::Json<Job>> {
+    let failure =
+        Failure { code: b.code, reason: b.reason, traceback: b.traceback, step: b.step, retryable: b.retryable };
     act(&app, &caller, Permission::WorkJobs, job_uuid, Command::Fail { token: b.token, failure }).await
 }
 
 /// Failed -> pending with a fresh attempt budget; progress is kept.
 #[utoipa::path(post, path = "/v1/jobs/{job_uuid}/retry", tag = "jobs", responses((status = 200, body = Job), (status = 409, body = Problem)))]
-pub async fn retry(State(app): State<AppState>, caller: Caller, Path(job_uuid): Path<Uuid>) -> ApiResult<axum::Json<Job>> {
+pub async fn retry(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(job_uuid): Path<Uuid>,
+) -> ApiResult<axum::Json<Job>> {
     act(&app, &caller, Permission::ManageJobs, job_uuid, Command::Retry).await
 }
 
@@ -243,13 +296,22 @@ pub struct ReplayInput {
 /// Completed or abandoned -> pending, with `override: true`.
 #[utoipa::path(post, path = "/v1/jobs/{job_uuid}/replay", tag = "jobs", request_body = ReplayInput,
     responses((status = 200, body = Job), (status = 409, body = Problem)))]
-pub async fn replay(State(app): State<AppState>, caller: Caller, Path(job_uuid): Path<Uuid>, Json(b): Json<ReplayInput>) -> ApiResult<axum::Json<Job>> {
+pub async fn replay(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(job_uuid): Path<Uuid>,
+    Json(b): Json<ReplayInput>,
+) -> ApiResult<axum::Json<Job>> {
     let command = Command::Replay { override_terminal: b.override_terminal, resume: b.resume };
     act(&app, &caller, Permission::ManageJobs, job_uuid, command).await
 }
 
 /// Pending or failed -> abandoned.
 #[utoipa::path(post, path = "/v1/jobs/{job_uuid}/cancel", tag = "jobs", responses((status = 200, body = Job), (status = 409, body = Problem)))]
-pub async fn cancel(State(app): State<AppState>, caller: Caller, Path(job_uuid): Path<Uuid>) -> ApiResult<axum::Json<Job>> {
+pub async fn cancel(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(job_uuid): Path<Uuid>,
+) -> ApiResult<axum::Json<Job>> {
     act(&app, &caller, Permission::ManageJobs, job_uuid, Command::Cancel).await
 }

@@ -54,9 +54,7 @@ impl IntoResponse for ApiError {
         }
         let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, serde_json::to_vec(&problem).unwrap_or_default()).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         response
     }
 }
@@ -67,7 +65,9 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonDataError(_) => (Code::Validation, None),
             JsonRejection::JsonSyntaxError(_) => (Code::Validation, Some(400)),
             JsonRejection::MissingJsonContentType(_) => (Code::UnsupportedMediaType, None),
-            JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => (Code::PayloadTooLarge, None),
+            JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                (Code::PayloadTooLarge, None)
+            }
             _ => (Code::Validation, Some(400)),
         };
         ApiError { error: Error::new(code, rejection.body_text()), status }

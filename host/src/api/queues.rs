@@ -42,13 +42,22 @@ impl QueueInfo {
             kind: b.kind,
         };
         let counts = view.counts.iter().map(|(s, n)| (JobState::as_str(*s).to_owned(), (*n).into())).collect();
-        QueueInfo { name: view.name, config: view.config, breakers: view.breakers.into_iter().map(breaker).collect(), counts }
+        QueueInfo {
+            name: view.name,
+            config: view.config,
+            breakers: view.breakers.into_iter().map(breaker).collect(),
+            counts,
+        }
     }
 }
 
 /// A queue's configuration, breakers and counts.
 #[utoipa::path(get, path = "/v1/queues/{queue}", tag = "queues", responses((status = 200, body = QueueInfo), (status = 404, body = Problem)))]
-pub async fn get(State(app): State<AppState>, caller: Caller, Path(queue): Path<String>) -> ApiResult<axum::Json<QueueInfo>> {
+pub async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> ApiResult<axum::Json<QueueInfo>> {
     let scope = caller.tenant(Permission::ReadQueues, "read queues")?;
     let view = app.queue.queue(&scope.tenant, &queue)?;
     Ok(axum::Json(QueueInfo::from_view(view, crate::model::now_ms())))
@@ -69,7 +78,12 @@ pub struct QueueConfigInput {
 /// Set a queue's configuration (creating the queue if needed).
 #[utoipa::path(put, path = "/v1/queues/{queue}", tag = "queues", request_body = QueueConfigInput,
     responses((status = 200, body = QueueInfo), (status = 422, body = Problem)))]
-pub async fn put(State(app): State<AppState>, caller: Caller, Path(queue): Path<String>, Json(input): Json<QueueConfigInput>) -> ApiResult<axum::Json<QueueInfo>> {
+pub async fn put(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    Json(input): Json<QueueConfigInput>,
+) -> ApiResult<axum::Json<QueueInfo>> {
     let scope = caller.tenant(Permission::ManageQueues, "configure queues")?;
     let mut config = match app.queue.queue(&scope.tenant, &queue) {
         Ok(view) => view.config,
@@ -90,7 +104,12 @@ pub async fn put(State(app): State<AppState>, caller: Caller, Path(queue): Path<
 /// Lease up to `limit` jobs, in priority, then ready time, then insertion order.
 #[utoipa::path(post, path = "/v1/queues/{queue}/claim", tag = "work", request_body = ClaimInput,
     responses((status = 200, body = ClaimOutcome), (status = 422, body = Problem)))]
-pub async fn claim(State(app): State<AppState>, caller: Caller, Path(queue): Path<String>, Json(input): Json<ClaimInput>) -> ApiResult<axum::Json<ClaimOutcome>> {
+pub async fn claim(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    Json(input): Json<ClaimInput>,
+) -> ApiResult<axum::Json<ClaimOutcome>> {
     let scope = caller.tenant(Permission::WorkJobs, "claim jobs")?;
     Ok(axum::Json(app.queue.claim(&scope.tenant, &queue, input, &scope.actor).await?))
 }
@@ -104,7 +123,11 @@ pub struct BreakerReset {
 /// Close the queue's failure breakers; parked jobs go back to pending.
 #[utoipa::path(post, path = "/v1/queues/{queue}/breaker/reset", tag = "queues",
     responses((status = 200, body = BreakerReset), (status = 404, body = Problem)))]
-pub async fn reset_breaker(State(app): State<AppState>, caller: Caller, Path(queue): Path<String>) -> ApiResult<axum::Json<BreakerReset>> {
+pub async fn reset_breaker(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> ApiResult<axum::Json<BreakerReset>> {
     let scope = caller.tenant(Permission::ManageQueues, "reset breakers")?;
     let unparked = app.queue.reset_breakers(&scope.tenant, &queue, &scope.actor).await?;
     Ok(axum::Json(BreakerReset { unparked }))

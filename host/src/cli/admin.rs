@@ -66,7 +66,11 @@ pub async fn keys(client: &Client, out: Output, command: KeyCommand) -> Result<(
         }
         KeyCommand::List => {
             let list = client.get("/v1/keys").await?;
-            out.rows(&list, list["keys"].as_array().map_or(&[], |v| v), &["id", "name", "role", "tenant", "created_at", "revoked_at"]);
+            out.rows(
+                &list,
+                list["keys"].as_array().map_or(&[], |v| v),
+                &["id", "name", "role", "tenant", "created_at", "revoked_at"],
+            );
         }
         KeyCommand::Revoke { id } => {
             let key = client.delete(&format!("/v1/keys/{id}")).await?;

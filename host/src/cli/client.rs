@@ -77,7 +77,8 @@ impl Client {
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
-        let key = self.key.as_deref().ok_or_else(|| CliError::Usage("no API key: pass --key or set SLUICE_KEY".into()))?;
+        let key =
+            self.key.as_deref().ok_or_else(|| CliError::Usage("no API key: pass --key or set SLUICE_KEY".into()))?;
         let mut request = self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(key);
         if let Some(tenant) = &self.tenant {
             request = request.header("Sluice-Tenant", tenant);

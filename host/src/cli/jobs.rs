@@ -134,7 +134,11 @@ pub async fn run(client: &Client, out: Output, command: JobCommand) -> Result<()
         JobCommand::List(a) => list(client, out, a).await?,
         JobCommand::History { job_uuid } => {
             let h = client.get(&format!("/v1/jobs/{job_uuid}/history")).await?;
-            out.rows(&h, h["events"].as_array().map_or(&[], |v| v), &["at", "action", "from", "to", "attempt", "actor.type", "actor.key_id", "actor.service", "detail"]);
+            out.rows(
+                &h,
+                h["events"].as_array().map_or(&[], |v| v),
+                &["at", "action", "from", "to", "attempt", "actor.type", "actor.key_id", "actor.service", "detail"],
+            );
         }
         JobCommand::Retry { job_uuid } => act(client, out, &job_uuid, "retry", json!({})).await?,
         JobCommand::Replay { job_uuid, override_terminal, resume } => {
@@ -153,7 +157,13 @@ async fn act(client: &Client, out: Output, job_uuid: &str, action: &str, body: V
 
 async fn list(client: &Client, out: Output, a: ListArgs) -> Result<(), CliError> {
     let mut query: Vec<(String, String)> = vec![("limit".into(), a.limit.to_string())];
-    let filters = [("queue", a.queue), ("state", a.state), ("kind", a.kind), ("user_id", a.user_id), ("parked", a.parked.map(|p| p.to_string()))];
+    let filters = [
+        ("queue", a.queue),
+        ("state", a.state),
+        ("kind", a.kind),
+        ("user_id", a.user_id),
+        ("parked", a.parked.map(|p| p.to_string())),
+    ];
     query.extend(filters.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v))));
     let mut cursor = a.cursor;
     let mut jobs = Vec::new();
@@ -180,7 +190,13 @@ async fn list(client: &Client, out: Output, a: ListArgs) -> Result<(), CliError>
 
 fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -201,7 +217,8 @@ async fn add_bulk(client: &Client, out: Output, file: &PathBuf, batch: usize) ->
     }
     let bar = if out.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(jobs.len() as u64) };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} jobs {per_sec} eta {eta}").expect("progress template"),
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} jobs {per_sec} eta {eta}")
+            .expect("progress template"),
     );
     let (mut accepted, mut refused) = (0u64, Vec::new());
     for (chunk_no, chunk) in jobs.chunks(batch).enumerate() {

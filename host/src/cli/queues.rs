@@ -80,7 +80,10 @@ fn show(out: Output, q: &Value) {
         flat.insert(format!("jobs {k}"), v.clone());
     }
     for b in q["breakers"].as_array().into_iter().flatten() {
-        flat.insert(format!("breaker {}", cell(&b["kind"])), json!(format!("{} ({} failures in window)", cell(&b["state"]), cell(&b["failures_in_window"]))));
+        flat.insert(
+            format!("breaker {}", cell(&b["kind"])),
+            json!(format!("{} ({} failures in window)", cell(&b["state"]), cell(&b["failures_in_window"]))),
+        );
     }
     out.record(&Value::Object(flat));
 }

@@ -29,7 +29,9 @@ pub const NO_RETRY_EXIT: i32 = 100;
 const STDERR_TAIL: usize = 8 * 1024;
 
 #[derive(Args)]
-#[command(after_help = "Environment given to COMMAND:\n  SLUICE_JOB_UUID, SLUICE_QUEUE, SLUICE_KIND, SLUICE_TENANT, SLUICE_USER_ID, SLUICE_TRACE_ID,\n  SLUICE_ATTEMPT, SLUICE_PROGRESS (last saved progress as JSON, if any),\n  SLUICE_PROGRESS_FILE (append {\"step\":...,\"data\":...} lines to save progress).\nExit 0 completes the job, 100 fails it without retry, anything else fails it for a retry.\n\nExample: sluice work --queue emails --concurrency 4 -- ./send-email.sh")]
+#[command(
+    after_help = "Environment given to COMMAND:\n  SLUICE_JOB_UUID, SLUICE_QUEUE, SLUICE_KIND, SLUICE_TENANT, SLUICE_USER_ID, SLUICE_TRACE_ID,\n  SLUICE_ATTEMPT, SLUICE_PROGRESS (last saved progress as JSON, if any),\n  SLUICE_PROGRESS_FILE (append {\"step\":...,\"data\":...} lines to save progress).\nExit 0 completes the job, 100 fails it without retry, anything else fails it for a retry.\n\nExample: sluice work --queue emails --concurrency 4 -- ./send-email.sh"
+)]
 pub struct WorkArgs {
     /// The queue to work on.
     #[arg(long)]
@@ -69,7 +71,8 @@ pub async fn run(client: Client, args: WorkArgs) -> Result<(), CliError> {
         return Err(CliError::Usage("--concurrency: 1 to 1000".into()));
     }
     let progress_dir = std::env::temp_dir().join(format!("sluice-work-{}", std::process::id()));
-    std::fs::create_dir_all(&progress_dir).map_err(|e| CliError::Usage(format!("cannot create {}: {e}", progress_dir.display())))?;
+    std::fs::create_dir_all(&progress_dir)
+        .map_err(|e| CliError::Usage(format!("cannot create {}: {e}", progress_dir.display())))?;
     let worker_id = args.worker_id.clone().unwrap_or_else(|| format!("worker-{}", std::process::id()));
     let stop = CancellationToken::new();
     let worker = Arc::new(Worker { client, args, worker_id, progress_dir, abort: CancellationToken::new() });
@@ -96,7 +99,8 @@ pub async fn run(client: Client, args: WorkArgs) -> Result<(), CliError> {
             Some(m) => permits.len().min((m - started) as usize),
             None => permits.len(),
         };
-        let body = json!({ "worker": worker.worker_id, "limit": limit, "lease_ms": worker.args.lease_ms, "wait_ms": 5_000 });
+        let body =
+            json!({ "worker": worker.worker_id, "limit": limit, "lease_ms": worker.args.lease_ms, "wait_ms": 5_000 });
         let claim_path = format!("/v1/queues/{}/claim", worker.args.queue);
         let claimed = tokio::select! {
             r = worker.client.post(&claim_path, body) => r,
@@ -145,7 +149,8 @@ async fn stop_on_signal(stop: CancellationToken, abort: CancellationToken, grace
 async fn wait_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -173,7 +178,9 @@ impl Worker {
         let _ = std::fs::remove_file(&progress_file);
         let path = |action: &str| format!("/v1/jobs/{uuid}/{action}");
         let outcome = match ending {
-            Ending::Exited(status, _) if status.success() => self.deliver(&path("complete"), json!({ "token": token })).await,
+            Ending::Exited(status, _) if status.success() => {
+                self.deliver(&path("complete"), json!({ "token": token })).await
+            }
             Ending::Exited(status, stderr_tail) => {
                 let (code, reason, retryable) = describe_exit(status);
                 let body = json!({ "token": token, "code": code, "reason": reason, "traceback": stderr_tail, "step": step, "retryable": retryable });

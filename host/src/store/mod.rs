@@ -8,8 +8,8 @@
 mod codec;
 mod redb_store;
 mod tables;
-mod writer;
 mod write_ops;
+mod writer;
 
 pub use redb_store::{RedbStore, StoreOptions};
 pub use writer::WriterStats;

@@ -1,19 +1,20 @@
 //! The redb implementation of [`Store`]: reads run on the caller's thread in their
 //! own read transaction; writes go through the group-commit [`Writer`].
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use cap_std::fs::{Dir, OpenOptions};
 use chrono::{DateTime, Utc};
+use redb::backends::FileBackend;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend};
 use uuid::Uuid;
 
 use super::codec::decode;
 use super::tables::*;
-use super::writer::{OpError, WriteCtx, Writer, WriterStats};
 use super::write_ops;
-use super::{ClaimRequest, Change, JobFilter, JobPage, NewJob, Promoted, QueueView, Store, TransitionRequest};
+use super::writer::{OpError, WriteCtx, Writer, WriterStats};
+use super::{Change, ClaimRequest, JobFilter, JobPage, NewJob, Promoted, QueueView, Store, TransitionRequest};
 use crate::error::{Error, Result};
 use crate::model::*;
 
@@ -39,8 +40,27 @@ fn internal(e: impl std::fmt::Display) -> Error {
 }
 
 impl RedbStore {
-    pub fn open(path: &Path, options: &StoreOptions) -> anyhow::Result<RedbStore> {
-        let db = redb::Builder::new().set_cache_size(options.cache_bytes).create(path)?;
+    /// Open the database file `name` in the data folder, creating it if missing.
+    ///
+    /// A new file is made under a temporary name and renamed into place once redb
+    /// has written and synced its header: a power cut during the very first start
+    /// leaves no half-made file that redb would refuse to open ever after.
+    pub fn open_in(dir: &Dir, name: &str, options: &StoreOptions) -> anyhow::Result<RedbStore> {
+        if !dir.exists(name) {
+            let creating = format!("{name}.creating");
+            let _ = dir.remove_file(&creating);
+            let file = dir.open_with(&creating, OpenOptions::new().read(true).write(true).create_new(true))?;
+            let db = redb::Builder::new().create_with_backend(FileBackend::new(file.into_std())?)?;
+            prepare(&db)?;
+            drop(db);
+            dir.open(&creating)?.sync_all()?;
+            dir.rename(&creating, dir, name)?;
+            dir.try_clone()?.into_std_file().sync_all()?;
+        }
+        let file = dir.open_with(name, OpenOptions::new().read(true).write(true))?;
+        let db = redb::Builder::new()
+            .set_cache_size(options.cache_bytes)
+            .create_with_backend(FileBackend::new(file.into_std())?)?;
         Self::start(db)
     }
 
@@ -172,7 +192,8 @@ impl Store for RedbStore {
         // Walk the narrowest index the filter allows, then check the rest on the record.
         let seqs: Box<dyn Iterator<Item = Result<u64>>> = if let Some(user) = &filter.user_id {
             let t = txn.open_table(BY_USER).map_err(internal)?;
-            let range = t.range((tenant, user.as_str(), start)..=(tenant, user.as_str(), u64::MAX)).map_err(internal)?;
+            let range =
+                t.range((tenant, user.as_str(), start)..=(tenant, user.as_str(), u64::MAX)).map_err(internal)?;
             Box::new(range.map(|e| e.map(|(k, _)| k.value().2).map_err(internal)))
         } else if let Some(state) = filter.state {
             let t = txn.open_table(BY_STATE).map_err(internal)?;
@@ -188,12 +209,12 @@ impl Store for RedbStore {
         for seq in seqs {
             let seq = seq?;
             last = Some(seq);
-            if let Some(job) = job_by_seq(&txn, seq)? {
-                if filter.admits(&job) {
-                    jobs.push(job);
-                    if jobs.len() == limit {
-                        break;
-                    }
+            if let Some(job) = job_by_seq(&txn, seq)?
+                && filter.admits(&job)
+            {
+                jobs.push(job);
+                if jobs.len() == limit {
+                    break;
                 }
             }
         }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::codec::{decode, encode};
 use super::tables::Tables;
 use super::writer::{OpError, WriteCtx};
-use super::{ClaimRequest, Command, Change, NewJob, Promoted, TransitionRequest};
+use super::{Change, ClaimRequest, Command, NewJob, Promoted, TransitionRequest};
 use crate::error::{Code, Error};
 use crate::machine::{self, Action, Facts, Refusal};
 use crate::model::*;
@@ -30,9 +30,8 @@ struct IndexKeys<'j> {
 }
 
 fn index_keys(job: &Job) -> IndexKeys<'_> {
-    let ready = (job.state == JobState::Pending && job.due_at.is_none()).then(|| {
-        (job.stage.code(), priority_key(job.priority), time_key(job.run_at))
-    });
+    let ready = (job.state == JobState::Pending && job.due_at.is_none())
+        .then(|| (job.stage.code(), priority_key(job.priority), time_key(job.run_at)));
     IndexKeys {
         tenant: &job.tenant,
         queue: &job.queue,
@@ -112,7 +111,15 @@ fn find_job(t: &Tables<'_>, tenant: &str, job_uuid: uuid::Uuid) -> OpResult<Job>
 }
 
 /// Append one event to the job's history.
-fn record(t: &mut Tables<'_>, job: &Job, action: &str, from: Option<JobState>, actor: &Actor, detail: Map<String, Value>, now: DateTime<Utc>) -> OpResult<()> {
+fn record(
+    t: &mut Tables<'_>,
+    job: &Job,
+    action: &str,
+    from: Option<JobState>,
+    actor: &Actor,
+    detail: Map<String, Value>,
+    now: DateTime<Utc>,
+) -> OpResult<()> {
     let n = t
         .history
         .range((job.seq, 0)..=(job.seq, u32::MAX))?
@@ -177,7 +184,10 @@ pub fn insert(ctx: &mut WriteCtx<'_, '_>, tenant: &str, new: NewJob, actor: &Act
     if !config.schema_versions.contains(&new.schema_version) {
         return Err(Error::new(
             Code::SchemaUnsupported,
-            format!("queue {} accepts schema versions {:?}, not {}", new.queue, config.schema_versions, new.schema_version),
+            format!(
+                "queue {} accepts schema versions {:?}, not {}",
+                new.queue, config.schema_versions, new.schema_version
+            ),
         )
         .into());
     }
@@ -241,7 +251,8 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Vec<Job
     let mut claimed = Vec::with_capacity(seqs.len());
     for seq in seqs {
         let old = load_job(t, seq)?;
-        let mv = machine::decide(Action::Claim, old.state, Facts::default()).map_err(|_| Error::internal("ready index holds a job that is not pending"))?;
+        let mv = machine::decide(Action::Claim, old.state, Facts::default())
+            .map_err(|_| Error::internal("ready index holds a job that is not pending"))?;
         let mut job = old.clone();
         job.state = mv.to;
         job.attempt += 1;
@@ -281,7 +292,10 @@ fn refusal(r: Refusal, action: Action, job: &Job) -> Error {
         ),
         Refusal::NeedsOverride => Error::new(
             Code::ReplayNeedsOverride,
-            format!("job is {}; taking it back to pending is a replay and needs \"override\": true", job.state.as_str()),
+            format!(
+                "job is {}; taking it back to pending is a replay and needs \"override\": true",
+                job.state.as_str()
+            ),
         ),
     }
 }
@@ -313,21 +327,18 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
     let t = &mut *ctx.tables;
     let old = find_job(t, &req.tenant, req.job_uuid)?;
     let action = action_of(&req.command);
-    if let Some(token) = token_of(&req.command) {
-        if let Some(e) = lease_lost(&old, token, now) {
-            return Err(e.into());
-        }
+    if let Some(token) = token_of(&req.command)
+        && let Some(e) = lease_lost(&old, token, now)
+    {
+        return Err(e.into());
     }
     let config = queue_config(t, &old.tenant, &old.queue)?.unwrap_or_default();
     let mut breaker = load_breaker(t, &old)?;
     if matches!(action, Action::Fail { .. }) {
         breaker.record_failure(now, &config);
     }
-    let facts = Facts {
-        attempts_left: old.attempt < old.max_attempts,
-        breaker_open: breaker.is_open(),
-        parked: old.parked,
-    };
+    let facts =
+        Facts { attempts_left: old.attempt < old.max_attempts, breaker_open: breaker.is_open(), parked: old.parked };
     let mv = machine::decide(action, old.state, facts).map_err(|r| refusal(r, action, &old))?;
 
     let mut job = old.clone();
@@ -436,7 +447,11 @@ pub fn expire_leases(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<C
         let config = queue_config(t, &old.tenant, &old.queue)?.unwrap_or_default();
         let mut breaker = load_breaker(t, &old)?;
         breaker.record_failure(now, &config);
-        let facts = Facts { attempts_left: old.attempt < old.max_attempts, breaker_open: breaker.is_open(), parked: old.parked };
+        let facts = Facts {
+            attempts_left: old.attempt < old.max_attempts,
+            breaker_open: breaker.is_open(),
+            parked: old.parked,
+        };
         let mv = machine::decide(Action::ExpireLease, old.state, facts)
             .map_err(|_| Error::internal("lease index holds a job that is not processing"))?;
         let mut job = old.clone();
@@ -566,10 +581,10 @@ pub fn create_tenant(ctx: &mut WriteCtx<'_, '_>, tenant: &Tenant) -> OpResult<()
 }
 
 pub fn create_key(ctx: &mut WriteCtx<'_, '_>, key: &ApiKey) -> OpResult<()> {
-    if let Some(tenant) = &key.tenant {
-        if ctx.tables.tenants.get(tenant.as_str())?.is_none() {
-            return Err(Error::not_found("tenant").into());
-        }
+    if let Some(tenant) = &key.tenant
+        && ctx.tables.tenants.get(tenant.as_str())?.is_none()
+    {
+        return Err(Error::not_found("tenant").into());
     }
     ctx.tables.keys.insert(key.id.as_str(), encode(key).as_slice())?;
     Ok(())

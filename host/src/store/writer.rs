@@ -58,12 +58,15 @@ type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 type Op = Box<dyn FnOnce(&mut WriteCtx<'_, '_>) -> Result<Reply, String> + Send>;
 
 /// Counts of the writer's work, for tests, `/health` and metrics.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct WriterStats {
     pub requests: u64,
     pub commits: u64,
     pub largest_batch: u64,
     pub queued: u64,
+    /// The first storage failure. redb refuses all writes after an I/O error, so
+    /// the server stops and a restart recovers from the last durable commit.
+    pub failure: Option<String>,
 }
 
 #[derive(Default)]
@@ -72,6 +75,13 @@ struct Counters {
     commits: AtomicU64,
     largest_batch: AtomicU64,
     queued: AtomicU64,
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl Counters {
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 #[derive(Clone)]
@@ -113,7 +123,11 @@ impl Writer {
         });
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         self.tx.send(boxed).map_err(|_| Error::internal("the writer has stopped"))?;
-        wait.await.map_err(|_| Error::internal("the writer dropped a request"))?
+        // A request that never got an answer was lost with a failed batch.
+        wait.await.map_err(|_| {
+            let reason = self.counters.failure().unwrap_or_else(|| "the writer stopped".into());
+            Error::internal(format!("storage failure: {reason}"))
+        })?
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -122,6 +136,7 @@ impl Writer {
             commits: self.counters.commits.load(Ordering::Relaxed),
             largest_batch: self.counters.largest_batch.load(Ordering::Relaxed),
             queued: self.counters.queued.load(Ordering::Relaxed),
+            failure: self.counters.failure(),
         }
     }
 }
@@ -151,6 +166,7 @@ fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Op>, mut next_seq: u64
             Err((replies, reason)) => {
                 next_seq = seq_before;
                 tracing::error!(target: "sluice::store", error = %reason, "write batch rolled back");
+                counters.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| reason.clone());
                 for reply in replies {
                     reply(Err(Error::internal(format!("storage failure: {reason}"))));
                 }
@@ -209,7 +225,7 @@ fn apply_batch(
 }
 
 /// Ops that will not run still owe their caller an answer: dropping an op drops
-/// its reply channel, which the caller sees as "the writer dropped a request".
+/// its reply channel, and the caller then reports the writer's recorded failure.
 fn drain_failed(ops: impl Iterator<Item = Op>) -> Vec<Reply> {
     ops.for_each(drop);
     Vec::new()
