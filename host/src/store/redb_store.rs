@@ -55,7 +55,8 @@ impl RedbStore {
             drop(db);
             dir.open(&creating)?.sync_all()?;
             dir.rename(&creating, dir, name)?;
-            dir.try_clone()?.into_std_file().sync_all()?;
+            // Make the rename itself durable.
+            dir.open(".")?.sync_all()?;
         }
         let file = dir.open_with(name, OpenOptions::new().read(true).write(true))?;
         let db = redb::Builder::new()
