@@ -17,6 +17,14 @@ pub enum Code {
     NotFound,
     Unauthenticated,
     Forbidden,
+    PluginInvalid,
+    PluginRejected,
+    PluginTimeout,
+    PluginTrap,
+    PluginLimit,
+    PluginInUse,
+    /// The job changed while a plugin judged it; the service retries.
+    RevisionConflict,
     MethodNotAllowed,
     UnsupportedMediaType,
     HeadersTooLarge,
@@ -37,6 +45,13 @@ impl Code {
             Code::NotFound => "NOT_FOUND",
             Code::Unauthenticated => "UNAUTHENTICATED",
             Code::Forbidden => "FORBIDDEN",
+            Code::PluginInvalid => "PLUGIN_INVALID",
+            Code::PluginRejected => "PLUGIN_REJECTED",
+            Code::PluginTimeout => "PLUGIN_TIMEOUT",
+            Code::PluginTrap => "PLUGIN_TRAP",
+            Code::PluginLimit => "PLUGIN_LIMIT",
+            Code::PluginInUse => "PLUGIN_IN_USE",
+            Code::RevisionConflict => "REVISION_CONFLICT",
             Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Code::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Code::HeadersTooLarge => "HEADERS_TOO_LARGE",
@@ -47,8 +62,16 @@ impl Code {
 
     pub fn status(self) -> u16 {
         match self {
-            Code::DuplicateJob | Code::IllegalTransition | Code::LeaseLost | Code::ReplayNeedsOverride => 409,
-            Code::Validation | Code::SchemaUnsupported => 422,
+            Code::DuplicateJob
+            | Code::IllegalTransition
+            | Code::LeaseLost
+            | Code::ReplayNeedsOverride
+            | Code::PluginRejected
+            | Code::PluginInUse
+            | Code::RevisionConflict => 409,
+            Code::Validation | Code::SchemaUnsupported | Code::PluginInvalid => 422,
+            // The tenant's own plugin failed under a fail-closed binding: a failed dependency.
+            Code::PluginTimeout | Code::PluginTrap | Code::PluginLimit => 424,
             Code::PayloadTooLarge => 413,
             Code::NotFound => 404,
             Code::Unauthenticated => 401,

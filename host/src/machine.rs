@@ -79,6 +79,22 @@ pub enum Refusal {
     NeedsOverride,
 }
 
+impl Refusal {
+    /// The API's error for this refusal of `action` on a job in `state`.
+    pub fn error(self, action: Action, state: JobState) -> crate::error::Error {
+        use crate::error::{Code, Error};
+        match self {
+            Refusal::Illegal => {
+                Error::new(Code::IllegalTransition, format!("{} is not allowed from state {}", action.name(), state.as_str()))
+            }
+            Refusal::NeedsOverride => Error::new(
+                Code::ReplayNeedsOverride,
+                format!("job is {}; taking it back to pending is a replay and needs \"override\": true", state.as_str()),
+            ),
+        }
+    }
+}
+
 fn to(state: JobState) -> Result<Move, Refusal> {
     Ok(Move { to: state, parked: false })
 }

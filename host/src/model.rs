@@ -57,6 +57,12 @@ impl Stage {
     pub fn code(self) -> u8 {
         self as u8
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Stable => "stable",
+        }
+    }
 }
 
 /// What a worker saved while running a job; a retry resumes from it.
@@ -133,6 +139,19 @@ pub struct Job {
     pub revision: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Job {
+    /// Lease actions must present the token of the job's current, unexpired lease.
+    pub fn check_lease(&self, token: u64, now: DateTime<Utc>) -> crate::error::Result<()> {
+        let reason = match &self.lease {
+            None => format!("job is {} and holds no lease; token {token} is stale", self.state.as_str()),
+            Some(l) if l.token != token => format!("token {token} is stale; the current lease has token {}", l.token),
+            Some(l) if l.expires_at <= now => format!("the lease with token {token} expired at {}", l.expires_at),
+            Some(_) => return Ok(()),
+        };
+        Err(crate::error::Error::new(crate::error::Code::LeaseLost, reason))
+    }
 }
 
 /// Who did something: a key (by id and role) or one of the host's own loops.
@@ -317,4 +336,110 @@ mod hex_hash {
         }
         Ok(out)
     }
+}
+
+/// The four kinds of tenant plugin, one WIT world each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    Validator,
+    Tagger,
+    Migrator,
+    AlertPolicy,
+}
+
+impl PluginKind {
+    pub const ALL: [PluginKind; 4] = [PluginKind::Validator, PluginKind::Tagger, PluginKind::Migrator, PluginKind::AlertPolicy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Validator => "validator",
+            PluginKind::Tagger => "tagger",
+            PluginKind::Migrator => "migrator",
+            PluginKind::AlertPolicy => "alert-policy",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PluginKind> {
+        PluginKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// An uploaded plugin, owned by one tenant and named by the SHA-256 of its bytes.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Plugin {
+    pub digest: String,
+    pub tenant: String,
+    pub name: String,
+    pub kind: PluginKind,
+    pub version: String,
+    /// Bytes of the uploaded component.
+    pub size: u64,
+    /// The `sluice:plugin` contract version it was built against.
+    pub contract: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What happens when a bound plugin fails (traps, times out, hits a limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Refuse the action (the default): a broken policy never lets work through.
+    #[default]
+    Closed,
+    /// Let the action happen as if no plugin were bound.
+    Open,
+}
+
+/// (tenant, queue or `*`, plugin kind, stage) -> plugin.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Binding {
+    pub tenant: String,
+    /// A queue name, or `*` for every queue of the tenant without its own binding.
+    pub queue: String,
+    pub kind: PluginKind,
+    pub stage: Stage,
+    /// The plugin's digest.
+    pub plugin: String,
+    pub failure_policy: FailurePolicy,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How one plugin call went, as kept in the job's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Judgement {
+    pub digest: String,
+    pub kind: PluginKind,
+    /// `allowed`, `rejected`, `tagged`, or `failed` (with `code`).
+    pub outcome: String,
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    pub fuel: u64,
+    pub duration_us: u64,
+    /// The plugin's stdout, stderr and log lines, bounded in size.
+    pub output: String,
+}
+
+/// A tenant's configuration: default tags for every job and the retention bounds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub default_tags: Map<String, Value>,
+    /// Shortest retention a job may ask for, in days.
+    #[serde(default)]
+    pub min_retention_days: Option<u64>,
+    /// Longest retention a job may ask for, in days.
+    #[serde(default)]
+    pub max_retention_days: Option<u64>,
+}
+
+/// Per-user configuration inside a tenant: tags for that user's jobs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub tags: Map<String, Value>,
 }

@@ -14,10 +14,17 @@ use tokio::sync::Notify;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
+use crate::judge::{self, Decision};
 use crate::model::*;
+use crate::plugins::PluginHost;
 use crate::pseudonym::Pseudonyms;
-use crate::store::{Change, ClaimRequest, Command, JobFilter, JobPage, NewJob, QueueView, Store, TransitionRequest};
+use crate::store::{
+    Change, ClaimRequest, Command, JobFilter, JobPage, NewJob, NoteRequest, QueueView, Store, TransitionRequest,
+};
+
+/// How often an action is judged again when the job changed under the plugin.
+const JUDGE_ATTEMPTS: usize = 5;
 
 /// Most jobs in one batch insert.
 pub const MAX_BATCH: usize = 1000;
@@ -151,24 +158,30 @@ impl JobInput {
             max_attempts: self.max_attempts,
             tags: self.tags,
             stage: self.stage,
+            judgement: None,
         })
     }
 }
 
 pub struct QueueService {
     store: Arc<dyn Store>,
+    plugins: Arc<PluginHost>,
     pseudonyms: Pseudonyms,
     /// Claimers waiting for work, per (tenant, queue).
     waiters: DashMap<(String, String), Arc<Notify>>,
 }
 
 impl QueueService {
-    pub fn new(store: Arc<dyn Store>) -> QueueService {
-        QueueService { pseudonyms: Pseudonyms::new(store.clone()), store, waiters: DashMap::new() }
+    pub fn new(store: Arc<dyn Store>, plugins: Arc<PluginHost>) -> QueueService {
+        QueueService { pseudonyms: Pseudonyms::new(store.clone()), store, plugins, waiters: DashMap::new() }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn plugins(&self) -> &Arc<PluginHost> {
+        &self.plugins
     }
 
     fn waiter(&self, tenant: &str, queue: &str) -> Arc<Notify> {
@@ -246,22 +259,83 @@ impl QueueService {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let jobs = self.store.claim(request.clone()).await?;
+            for job in &jobs {
+                self.log(job, "claim", Some(JobState::Pending), actor);
+            }
+            let jobs = self.judge_claims(tenant, queue, input.stage, jobs, actor).await?;
             if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
-                for job in &jobs {
-                    self.log(job, "claim", Some(JobState::Pending), actor);
-                }
                 return Ok(ClaimOutcome { jobs, paused: false });
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
         }
     }
 
-    /// A worker's or a person's action on one job.
+    /// Claimed jobs a validator vetoes are deferred (back to pending after the
+    /// queue's backoff base, no attempt spent); the others are handed out.
+    async fn judge_claims(&self, tenant: &str, queue: &str, stage: Stage, jobs: Vec<Job>, actor: &Actor) -> Result<Vec<Job>> {
+        let Some(binding) = self.plugins.bound(tenant, queue, PluginKind::Validator, stage) else { return Ok(jobs) };
+        if jobs.is_empty() {
+            return Ok(jobs);
+        }
+        let delay_ms = self.store.queue(tenant, queue)?.map(|q| q.config.backoff_base_ms).unwrap_or(1_000);
+        let mut handed_out = Vec::new();
+        let mut notes = Vec::new();
+        for (job, decision) in judge::judge_claims(&self.plugins, &binding, jobs).await {
+            match decision {
+                Decision::Proceed(judgement) => {
+                    let judgement = judgement.expect("a bound validator judged");
+                    notes.push(NoteRequest { tenant: tenant.to_owned(), job_uuid: job.job_uuid, action: "claim_judged".into(), actor: actor.clone(), judgement });
+                    handed_out.push(job);
+                }
+                Decision::Refuse(error, judgement) => {
+                    let token = job.lease.as_ref().map_or(0, |l| l.token);
+                    let request = TransitionRequest {
+                        tenant: tenant.to_owned(),
+                        job_uuid: job.job_uuid,
+                        command: Command::Defer { token, delay_ms },
+                        actor: actor.clone(),
+                        expected_revision: Some(job.revision),
+                        judgement: Some(judgement),
+                    };
+                    match self.store.transition(request).await {
+                        Ok(change) => self.after(&change, actor),
+                        Err(e) => tracing::error!(target: "sluice::job", job_uuid = %job.job_uuid, error = %e, "deferring a vetoed claim failed"),
+                    }
+                    tracing::info!(target: "sluice::job", action = "claim", tenant, job_uuid = %job.job_uuid, code = error.code.as_str(), reason = %error.reason, "claim vetoed; job deferred");
+                }
+            }
+        }
+        self.store.note(notes).await?;
+        Ok(handed_out)
+    }
+
+    /// A worker's or a person's action on one job. A bound validator judges it
+    /// first, outside the writer; the store then applies it only if the job is
+    /// still at the revision the plugin saw (else it is judged again).
     pub async fn act(&self, tenant: &str, job_uuid: Uuid, command: Command, actor: &Actor) -> Result<Job> {
         validate_command(&command)?;
-        let name = command_name(&command);
-        let request = TransitionRequest { tenant: tenant.to_owned(), job_uuid, command, actor: actor.clone() };
-        match self.store.transition(request).await {
+        let name = command.action().name();
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let job = self.job(tenant, job_uuid)?;
+            let (expected_revision, judgement) = match judge::judge_command(&self.plugins, &job, &command).await {
+                Ok(Decision::Proceed(None)) => (None, None),
+                Ok(Decision::Proceed(Some(j))) => (Some(job.revision), Some(j)),
+                Ok(Decision::Refuse(error, judgement)) => {
+                    let note = NoteRequest { tenant: tenant.to_owned(), job_uuid, action: format!("{name}_refused"), actor: actor.clone(), judgement };
+                    self.store.note(vec![note]).await?;
+                    break Err(error);
+                }
+                Err(e) => break Err(e),
+            };
+            let request = TransitionRequest { tenant: tenant.to_owned(), job_uuid, command: command.clone(), actor: actor.clone(), expected_revision, judgement };
+            match self.store.transition(request).await {
+                Err(e) if e.code == Code::RevisionConflict && attempts < JUDGE_ATTEMPTS => continue,
+                other => break other,
+            }
+        };
+        match result {
             Ok(change) => {
                 self.after(&change, actor);
                 Ok(change.job)
@@ -337,18 +411,6 @@ impl QueueService {
             self.after(change, actor);
         }
         Ok(changes.len())
-    }
-}
-
-fn command_name(command: &Command) -> &'static str {
-    match command {
-        Command::Heartbeat { .. } => "heartbeat",
-        Command::Complete { .. } => "complete",
-        Command::Fail { .. } => "fail",
-        Command::Release { .. } => "release",
-        Command::Retry => "retry",
-        Command::Replay { .. } => "replay",
-        Command::Cancel => "cancel",
     }
 }
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, App};
 use crate::auth::Keyring;
 use crate::maintenance::{self, MaintenanceConfig};
+use crate::plugins::{Compiler, PluginHost, PluginLimits};
 use crate::queue::QueueService;
 use crate::store::{RedbStore, Store, StoreOptions};
 
@@ -25,6 +26,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub store: StoreOptions,
     pub maintenance: MaintenanceConfig,
+    pub plugins: PluginLimits,
 }
 
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
@@ -42,7 +44,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         write_secret(&data, BOOTSTRAP_KEY_FILE, &secret)?;
     }
     let key_path = config.data_dir.join(BOOTSTRAP_KEY_FILE);
-    let queue = Arc::new(QueueService::new(store.clone()));
+    let compiler = Compiler::Subprocess(std::env::current_exe().context("cannot find the sluice binary")?);
+    let plugins = Arc::new(PluginHost::start(store.clone(), config.plugins.clone(), compiler).await.context("cannot load plugins")?);
+    let queue = Arc::new(QueueService::new(store.clone(), plugins));
     let app = Arc::new(App { queue: queue.clone(), keyring });
     let stop = CancellationToken::new();
     let loops = maintenance::start(queue.clone(), &config.maintenance, stop.clone());

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::maintenance::MaintenanceConfig;
+use crate::plugins::{PluginLimits, compile_stdin_to_stdout};
 use crate::server::{ServeConfig, serve};
 use crate::store::StoreOptions;
 pub use client::{CliError, Client};
@@ -72,6 +73,39 @@ enum Commands {
     Jobs(jobs::JobCommand),
     /// Run a command once per job of a queue: a worker for any script.
     Work(work::WorkArgs),
+    /// Compile a plugin component from stdin to an artifact on stdout (used by
+    /// `serve`, which runs it as a child process bounded in time).
+    #[command(hide = true)]
+    CompilePlugin(PluginEngineArgs),
+}
+
+/// Plugin engine settings; a precompiled artifact only fits the same settings.
+#[derive(Args, Clone)]
+struct PluginEngineArgs {
+    /// Plugin calls that may run at once.
+    #[arg(long, default_value_t = 200)]
+    plugin_concurrent_calls: u32,
+    /// Memory one plugin call may use, in MiB.
+    #[arg(long, default_value_t = 64)]
+    plugin_memory_mib: usize,
+    /// Table elements per plugin table.
+    #[arg(long, default_value_t = 20_000)]
+    plugin_table_elements: usize,
+    /// Core instances one plugin may create.
+    #[arg(long, default_value_t = 50)]
+    plugin_instances: usize,
+}
+
+impl PluginEngineArgs {
+    fn limits(&self) -> PluginLimits {
+        PluginLimits {
+            concurrent_calls: self.plugin_concurrent_calls,
+            memory_bytes: self.plugin_memory_mib << 20,
+            table_elements: self.plugin_table_elements,
+            instances: self.plugin_instances,
+            ..PluginLimits::default()
+        }
+    }
 }
 
 #[derive(Args)]
@@ -91,6 +125,23 @@ struct ServeArgs {
     /// How often the scheduler looks for due jobs, in ms.
     #[arg(long, default_value_t = 100)]
     schedule_interval_ms: u64,
+    #[command(flatten)]
+    engine: PluginEngineArgs,
+    /// Wall-clock limit of one plugin call, in ms.
+    #[arg(long, default_value_t = 1000)]
+    plugin_deadline_ms: u64,
+    /// Fuel (about one unit per wasm instruction) of one plugin call.
+    #[arg(long, default_value_t = 500_000_000)]
+    plugin_fuel: u64,
+    /// Output (stdout, stderr, log) kept per plugin call, in bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    plugin_output_bytes: usize,
+    /// Largest plugin upload, in MiB.
+    #[arg(long, default_value_t = 32)]
+    plugin_upload_mib: usize,
+    /// Longest compilation of a plugin upload, in seconds.
+    #[arg(long, default_value_t = 120)]
+    plugin_compile_timeout_s: u64,
 }
 
 fn init_logging() {
@@ -112,6 +163,15 @@ pub fn main() -> ExitCode {
         Commands::Queues(c) => runtime.block_on(queues::run(&client, out, c)),
         Commands::Jobs(c) => runtime.block_on(jobs::run(&client, out, c)),
         Commands::Work(args) => runtime.block_on(work::run(client, args)),
+        Commands::CompilePlugin(args) => {
+            return match compile_stdin_to_stdout(&args.limits()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,6 +191,14 @@ fn run_server(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
         maintenance: MaintenanceConfig {
             rescue_interval: std::time::Duration::from_millis(args.rescue_interval_ms),
             schedule_interval: std::time::Duration::from_millis(args.schedule_interval_ms),
+        },
+        plugins: PluginLimits {
+            deadline: std::time::Duration::from_millis(args.plugin_deadline_ms),
+            fuel: args.plugin_fuel,
+            output_bytes: args.plugin_output_bytes,
+            upload_bytes: args.plugin_upload_mib << 20,
+            compile_timeout: std::time::Duration::from_secs(args.plugin_compile_timeout_s),
+            ..args.engine.limits()
         },
     };
     match runtime.block_on(serve(config)) {

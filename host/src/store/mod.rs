@@ -6,6 +6,7 @@
 //! win a job.
 
 mod codec;
+mod plugin_ops;
 mod redb_store;
 mod tables;
 mod write_ops;
@@ -21,7 +22,10 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{Actor, ApiKey, Breaker, HistoryEvent, Job, JobState, QueueConfig, Stage, Tenant};
+use crate::model::{
+    Actor, ApiKey, Binding, Breaker, HistoryEvent, Job, JobState, Judgement, Plugin, PluginKind, QueueConfig, Stage,
+    Tenant, TenantConfig, UserConfig,
+};
 
 /// A validated insert request for one job.
 #[derive(Clone, Debug)]
@@ -38,6 +42,8 @@ pub struct NewJob {
     pub max_attempts: Option<u32>,
     pub tags: Map<String, Value>,
     pub stage: Stage,
+    /// A tagger's call, kept in the insert's history event.
+    pub judgement: Option<Judgement>,
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +67,37 @@ pub enum Command {
     Retry,
     Replay { override_terminal: bool, resume: bool },
     Cancel,
+    /// Host: a claim a validator vetoed goes back to pending after `delay_ms`,
+    /// without spending an attempt.
+    Defer { token: u64, delay_ms: u64 },
+}
+
+impl Command {
+    /// The state-machine action this command asks for.
+    pub fn action(&self) -> crate::machine::Action {
+        use crate::machine::Action;
+        match self {
+            Command::Heartbeat { .. } => Action::Heartbeat,
+            Command::Complete { .. } => Action::Complete,
+            Command::Fail { failure, .. } => Action::Fail { retryable: failure.retryable },
+            Command::Release { .. } | Command::Defer { .. } => Action::Release,
+            Command::Retry => Action::Retry,
+            Command::Replay { override_terminal, .. } => Action::Replay { override_terminal: *override_terminal },
+            Command::Cancel => Action::Cancel,
+        }
+    }
+
+    /// The lease token a worker's command presents.
+    pub fn token(&self) -> Option<u64> {
+        match self {
+            Command::Heartbeat { token, .. }
+            | Command::Complete { token }
+            | Command::Fail { token, .. }
+            | Command::Release { token }
+            | Command::Defer { token, .. } => Some(*token),
+            Command::Retry | Command::Replay { .. } | Command::Cancel => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -78,6 +115,21 @@ pub struct TransitionRequest {
     pub job_uuid: Uuid,
     pub command: Command,
     pub actor: Actor,
+    /// Set when a plugin judged the job at this revision: a job that changed
+    /// since is refused with `REVISION_CONFLICT` (the service judges again).
+    pub expected_revision: Option<u64>,
+    /// The plugin's verdict, kept in the history event.
+    pub judgement: Option<Judgement>,
+}
+
+/// A history event that changes nothing else (a veto, a judged claim).
+#[derive(Clone, Debug)]
+pub struct NoteRequest {
+    pub tenant: String,
+    pub job_uuid: Uuid,
+    pub action: String,
+    pub actor: Actor,
+    pub judgement: Judgement,
 }
 
 /// A job after a state change, and the state it left.
@@ -155,6 +207,30 @@ pub trait Store: Send + Sync + 'static {
     async fn create_key(&self, key: ApiKey) -> Result<ApiKey>;
     async fn revoke_key(&self, id: &str, tenant: Option<&str>) -> Result<ApiKey>;
     fn keys(&self) -> Result<Vec<ApiKey>>;
+
+    /// Append a history event to a job without changing it.
+    async fn note(&self, requests: Vec<NoteRequest>) -> Result<()>;
+
+    /// Store an uploaded plugin; an existing (tenant, digest) is returned as is (`false`).
+    async fn put_plugin(&self, plugin: Plugin, component: Vec<u8>, artifact: Vec<u8>) -> Result<(Plugin, bool)>;
+    async fn replace_artifact(&self, tenant: &str, digest: &str, artifact: Vec<u8>) -> Result<()>;
+    /// Refused with `PLUGIN_IN_USE` while a binding names it.
+    async fn delete_plugin(&self, tenant: &str, digest: &str) -> Result<Plugin>;
+    fn plugin(&self, tenant: &str, digest: &str) -> Result<Option<Plugin>>;
+    /// One tenant's plugins, or every tenant's.
+    fn plugins(&self, tenant: Option<&str>) -> Result<Vec<Plugin>>;
+    fn plugin_component(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>>;
+    fn plugin_artifact(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Create or replace a binding; the plugin must be the tenant's, of the binding's kind.
+    async fn put_binding(&self, binding: Binding) -> Result<Binding>;
+    async fn delete_binding(&self, tenant: &str, queue: &str, kind: PluginKind, stage: Stage) -> Result<Binding>;
+    fn bindings(&self, tenant: Option<&str>) -> Result<Vec<Binding>>;
+
+    fn tenant_config(&self, tenant: &str) -> Result<TenantConfig>;
+    async fn put_tenant_config(&self, tenant: &str, config: TenantConfig) -> Result<TenantConfig>;
+    fn user_config(&self, tenant: &str, user_id: &str) -> Result<Option<UserConfig>>;
+    async fn put_user_config(&self, tenant: &str, user_id: &str, config: UserConfig) -> Result<UserConfig>;
 
     /// The secret behind a user's log pseudonym (created with the user's first job).
     fn user_key(&self, tenant: &str, user_id: &str) -> Result<Option<[u8; 32]>>;

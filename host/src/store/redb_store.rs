@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use super::codec::decode;
 use super::tables::*;
-use super::write_ops;
+use super::{plugin_ops, write_ops};
 use super::writer::{OpError, WriteCtx, Writer, WriterStats};
-use super::{Change, ClaimRequest, JobFilter, JobPage, NewJob, Promoted, QueueView, Store, TransitionRequest};
+use super::{Change, ClaimRequest, JobFilter, JobPage, NewJob, NoteRequest, Promoted, QueueView, Store, TransitionRequest};
 use crate::error::{Error, Result};
 use crate::model::*;
 
@@ -309,6 +309,122 @@ impl Store for RedbStore {
         let txn = self.read()?;
         let t = txn.open_table(KEYS).map_err(internal)?;
         t.iter().map_err(internal)?.map(|e| e.map_err(internal).and_then(|(_, v)| decode(v.value()))).collect()
+    }
+
+    async fn note(&self, requests: Vec<NoteRequest>) -> Result<()> {
+        self.write(move |ctx| {
+            for request in requests {
+                // A job deleted meanwhile has no history to add to.
+                match write_ops::note(ctx, request) {
+                    Err(OpError::Refused(_)) | Ok(()) => {}
+                    Err(storage) => return Err(storage),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_plugin(&self, plugin: Plugin, component: Vec<u8>, artifact: Vec<u8>) -> Result<(Plugin, bool)> {
+        self.write(move |ctx| plugin_ops::put_plugin(ctx, plugin, &component, &artifact)).await
+    }
+
+    async fn replace_artifact(&self, tenant: &str, digest: &str, artifact: Vec<u8>) -> Result<()> {
+        let (tenant, digest) = (tenant.to_owned(), digest.to_owned());
+        self.write(move |ctx| plugin_ops::replace_artifact(ctx, &tenant, &digest, &artifact)).await
+    }
+
+    async fn delete_plugin(&self, tenant: &str, digest: &str) -> Result<Plugin> {
+        let (tenant, digest) = (tenant.to_owned(), digest.to_owned());
+        self.write(move |ctx| plugin_ops::delete_plugin(ctx, &tenant, &digest)).await
+    }
+
+    fn plugin(&self, tenant: &str, digest: &str) -> Result<Option<Plugin>> {
+        let txn = self.read()?;
+        let t = txn.open_table(PLUGINS).map_err(internal)?;
+        let value = t.get((tenant, digest)).map_err(internal)?;
+        value.map(|v| decode(v.value())).transpose()
+    }
+
+    fn plugins(&self, tenant: Option<&str>) -> Result<Vec<Plugin>> {
+        let txn = self.read()?;
+        let t = txn.open_table(PLUGINS).map_err(internal)?;
+        let range = match tenant {
+            Some(tenant) => t.range((tenant, "")..).map_err(internal)?,
+            None => t.range::<(&str, &str)>(..).map_err(internal)?,
+        };
+        let mut out = Vec::new();
+        for entry in range {
+            let (k, v) = entry.map_err(internal)?;
+            if tenant.is_some_and(|tn| k.value().0 != tn) {
+                break;
+            }
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn plugin_component(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.read()?;
+        let t = txn.open_table(PLUGIN_COMPONENTS).map_err(internal)?;
+        Ok(t.get((tenant, digest)).map_err(internal)?.map(|v| v.value().to_vec()))
+    }
+
+    fn plugin_artifact(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.read()?;
+        let t = txn.open_table(PLUGIN_ARTIFACTS).map_err(internal)?;
+        Ok(t.get((tenant, digest)).map_err(internal)?.map(|v| v.value().to_vec()))
+    }
+
+    async fn put_binding(&self, binding: Binding) -> Result<Binding> {
+        self.write(move |ctx| plugin_ops::put_binding(ctx, binding)).await
+    }
+
+    async fn delete_binding(&self, tenant: &str, queue: &str, kind: PluginKind, stage: Stage) -> Result<Binding> {
+        let (tenant, queue) = (tenant.to_owned(), queue.to_owned());
+        self.write(move |ctx| plugin_ops::delete_binding(ctx, &tenant, &queue, kind, stage)).await
+    }
+
+    fn bindings(&self, tenant: Option<&str>) -> Result<Vec<Binding>> {
+        let txn = self.read()?;
+        let t = txn.open_table(BINDINGS).map_err(internal)?;
+        let range = match tenant {
+            Some(tenant) => t.range((tenant, "", "", 0u8)..).map_err(internal)?,
+            None => t.range::<(&str, &str, &str, u8)>(..).map_err(internal)?,
+        };
+        let mut out = Vec::new();
+        for entry in range {
+            let (k, v) = entry.map_err(internal)?;
+            if tenant.is_some_and(|tn| k.value().0 != tn) {
+                break;
+            }
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn tenant_config(&self, tenant: &str) -> Result<TenantConfig> {
+        let txn = self.read()?;
+        let t = txn.open_table(TENANT_CONFIG).map_err(internal)?;
+        let value = t.get(tenant).map_err(internal)?;
+        Ok(value.map(|v| decode(v.value())).transpose()?.unwrap_or_default())
+    }
+
+    async fn put_tenant_config(&self, tenant: &str, config: TenantConfig) -> Result<TenantConfig> {
+        let tenant = tenant.to_owned();
+        self.write(move |ctx| plugin_ops::put_tenant_config(ctx, &tenant, &config).map(|()| config)).await
+    }
+
+    fn user_config(&self, tenant: &str, user_id: &str) -> Result<Option<UserConfig>> {
+        let txn = self.read()?;
+        let t = txn.open_table(USER_CONFIG).map_err(internal)?;
+        let value = t.get((tenant, user_id)).map_err(internal)?;
+        value.map(|v| decode(v.value())).transpose()
+    }
+
+    async fn put_user_config(&self, tenant: &str, user_id: &str, config: UserConfig) -> Result<UserConfig> {
+        let (tenant, user_id) = (tenant.to_owned(), user_id.to_owned());
+        self.write(move |ctx| plugin_ops::put_user_config(ctx, &tenant, &user_id, &config).map(|()| config)).await
     }
 
     fn user_key(&self, tenant: &str, user_id: &str) -> Result<Option<[u8; 32]>> {

@@ -37,6 +37,18 @@ pub const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants"
 pub const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 /// (tenant, user_id) -> 32-byte secret of the user's log pseudonym.
 pub const USER_KEYS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("user_keys");
+/// (tenant, digest) -> plugin record (JSON).
+pub const PLUGINS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("plugins");
+/// (tenant, digest) -> the uploaded component.
+pub const PLUGIN_COMPONENTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("plugin_components");
+/// (tenant, digest) -> the precompiled artifact for this host's engine.
+pub const PLUGIN_ARTIFACTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("plugin_artifacts");
+/// (tenant, queue or `*`, plugin kind, stage) -> binding (JSON).
+pub const BINDINGS: TableDefinition<(&str, &str, &str, u8), &[u8]> = TableDefinition::new("bindings");
+/// tenant -> tenant configuration (JSON).
+pub const TENANT_CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("tenant_config");
+/// (tenant, user_id) -> user configuration (JSON).
+pub const USER_CONFIG: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("user_config");
 /// name -> value: `schema_version`, `next_seq`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -58,6 +70,12 @@ pub struct Tables<'t> {
     pub keys: redb::Table<'t, &'static str, &'static [u8]>,
     pub user_keys: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
     pub meta: redb::Table<'t, &'static str, u64>,
+    pub plugins: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub plugin_components: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub plugin_artifacts: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub bindings: redb::Table<'t, (&'static str, &'static str, &'static str, u8), &'static [u8]>,
+    pub tenant_config: redb::Table<'t, &'static str, &'static [u8]>,
+    pub user_config: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -79,6 +97,12 @@ impl<'t> Tables<'t> {
             keys: txn.open_table(KEYS)?,
             user_keys: txn.open_table(USER_KEYS)?,
             meta: txn.open_table(META)?,
+            plugins: txn.open_table(PLUGINS)?,
+            plugin_components: txn.open_table(PLUGIN_COMPONENTS)?,
+            plugin_artifacts: txn.open_table(PLUGIN_ARTIFACTS)?,
+            bindings: txn.open_table(BINDINGS)?,
+            tenant_config: txn.open_table(TENANT_CONFIG)?,
+            user_config: txn.open_table(USER_CONFIG)?,
         })
     }
 }

@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 use super::codec::{decode, encode};
 use super::tables::Tables;
 use super::writer::{OpError, WriteCtx};
-use super::{Change, ClaimRequest, Command, NewJob, Promoted, TransitionRequest};
+use super::{Change, ClaimRequest, Command, NewJob, NoteRequest, Promoted, TransitionRequest};
 use crate::error::{Code, Error};
-use crate::machine::{self, Action, Facts, Refusal};
+use crate::machine::{self, Action, Facts};
 use crate::model::*;
 
 type OpResult<T> = Result<T, OpError>;
@@ -235,7 +235,8 @@ pub fn insert(ctx: &mut WriteCtx<'_, '_>, tenant: &str, new: NewJob, actor: &Act
     };
     t.uuids.insert(uuid_key, seq)?;
     put_job(t, None, &job)?;
-    record(t, &job, "insert", None, actor, Map::new(), now)?;
+    let d = detail(json!({ "plugin": new.judgement }));
+    record(t, &job, "insert", None, actor, if new.judgement.is_some() { d } else { Map::new() }, now)?;
     Ok(job)
 }
 
@@ -274,63 +275,16 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Vec<Job
     Ok(claimed)
 }
 
-fn lease_lost(job: &Job, token: u64, now: DateTime<Utc>) -> Option<Error> {
-    let reason = match &job.lease {
-        None => format!("job is {} and holds no lease; token {token} is stale", job.state.as_str()),
-        Some(l) if l.token != token => format!("token {token} is stale; the current lease has token {}", l.token),
-        Some(l) if l.expires_at <= now => format!("the lease with token {token} expired at {}", l.expires_at),
-        Some(_) => return None,
-    };
-    Some(Error::new(Code::LeaseLost, reason))
-}
-
-fn refusal(r: Refusal, action: Action, job: &Job) -> Error {
-    match r {
-        Refusal::Illegal => Error::new(
-            Code::IllegalTransition,
-            format!("{} is not allowed from state {}", action.name(), job.state.as_str()),
-        ),
-        Refusal::NeedsOverride => Error::new(
-            Code::ReplayNeedsOverride,
-            format!(
-                "job is {}; taking it back to pending is a replay and needs \"override\": true",
-                job.state.as_str()
-            ),
-        ),
-    }
-}
-
-fn action_of(command: &Command) -> Action {
-    match command {
-        Command::Heartbeat { .. } => Action::Heartbeat,
-        Command::Complete { .. } => Action::Complete,
-        Command::Fail { failure, .. } => Action::Fail { retryable: failure.retryable },
-        Command::Release { .. } => Action::Release,
-        Command::Retry => Action::Retry,
-        Command::Replay { override_terminal, .. } => Action::Replay { override_terminal: *override_terminal },
-        Command::Cancel => Action::Cancel,
-    }
-}
-
-fn token_of(command: &Command) -> Option<u64> {
-    match command {
-        Command::Heartbeat { token, .. }
-        | Command::Complete { token }
-        | Command::Fail { token, .. }
-        | Command::Release { token } => Some(*token),
-        _ => None,
-    }
-}
-
 pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResult<Change> {
     let now = ctx.now;
     let t = &mut *ctx.tables;
     let old = find_job(t, &req.tenant, req.job_uuid)?;
-    let action = action_of(&req.command);
-    if let Some(token) = token_of(&req.command)
-        && let Some(e) = lease_lost(&old, token, now)
-    {
-        return Err(e.into());
+    if req.expected_revision.is_some_and(|r| r != old.revision) {
+        return Err(Error::new(Code::RevisionConflict, "the job changed while a plugin judged it").into());
+    }
+    let action = req.command.action();
+    if let Some(token) = req.command.token() {
+        old.check_lease(token, now)?;
     }
     let config = queue_config(t, &old.tenant, &old.queue)?.unwrap_or_default();
     let mut breaker = load_breaker(t, &old)?;
@@ -339,7 +293,7 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
     }
     let facts =
         Facts { attempts_left: old.attempt < old.max_attempts, breaker_open: breaker.is_open(), parked: old.parked };
-    let mv = machine::decide(action, old.state, facts).map_err(|r| refusal(r, action, &old))?;
+    let mv = machine::decide(action, old.state, facts).map_err(|r| r.error(action, old.state))?;
 
     let mut job = old.clone();
     job.state = mv.to;
@@ -347,6 +301,7 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
     job.revision += 1;
     job.updated_at = now;
     let mut d = Map::new();
+    let name = if matches!(req.command, Command::Defer { .. }) { "defer" } else { action.name() };
     match req.command {
         Command::Heartbeat { lease_ms, progress, .. } => {
             if let Some(lease) = job.lease.as_mut() {
@@ -391,12 +346,21 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
         Command::Cancel => {
             job.due_at = None;
         }
+        Command::Defer { delay_ms, .. } => {
+            job.lease = None;
+            job.attempt = job.attempt.saturating_sub(1);
+            job.pending_since = now;
+            job.due_at = Some(now + Duration::milliseconds(delay_ms as i64));
+        }
+    }
+    if let Some(judgement) = req.judgement {
+        d.insert("plugin".into(), serde_json::to_value(judgement).unwrap_or_default());
     }
     put_job(t, Some(&old), &job)?;
     if action != Action::Heartbeat || d.contains_key("step") {
-        record(t, &job, action.name(), Some(old.state), &req.actor, d, now)?;
+        record(t, &job, name, Some(old.state), &req.actor, d, now)?;
     }
-    Ok(Change { job, from: old.state, action: action.name() })
+    Ok(Change { job, from: old.state, action: name })
 }
 
 /// After a failed attempt the machine chose `failed` or `abandoned`: set lease and backoff.
@@ -515,6 +479,14 @@ pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promote
         }
     }
     Ok(promoted)
+}
+
+/// A history event that changes nothing else: a veto, a judged claim.
+pub fn note(ctx: &mut WriteCtx<'_, '_>, req: NoteRequest) -> OpResult<()> {
+    let t = &mut *ctx.tables;
+    let job = find_job(t, &req.tenant, req.job_uuid)?;
+    let d = detail(json!({ "plugin": req.judgement }));
+    record(t, &job, &req.action, Some(job.state), &req.actor, d, ctx.now)
 }
 
 pub fn put_queue_config(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, config: &QueueConfig) -> OpResult<()> {

@@ -1,0 +1,63 @@
+//! The one wasmtime Engine of the host, built once: Cranelift, fuel, epoch
+//! interruption, async calls and the pooling allocator. A precompiled artifact
+//! only fits an engine with the same settings, so both the server and its
+//! compiler process build their engine here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
+
+use super::limits::PluginLimits;
+use super::sandbox::{CallState, TICKS_PER_SECOND};
+use super::wit;
+
+pub fn engine(limits: &PluginLimits) -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    let slots = limits.concurrent_calls;
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * 8)
+        .total_memories(slots * 2)
+        .total_tables(slots * 4)
+        .total_stacks(slots)
+        .max_core_instances_per_component(limits.instances as u32)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .table_elements(limits.table_elements)
+        // The slot's hard size; the call's limiter enforces `memory_bytes` below it
+        // and remembers that it refused.
+        .max_memory_size(limits.memory_bytes * 2);
+    let mut config = Config::new();
+    config
+        .strategy(Strategy::Cranelift)
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(Engine::new(&config)?)
+}
+
+/// Advance the engine's epoch every tick, for as long as the engine lives.
+pub fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("sluice-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(Duration::from_micros(1_000_000 / TICKS_PER_SECOND));
+            }
+        })
+        .expect("spawn epoch ticker");
+}
+
+/// The imports every plugin may use: WASI (its sockets disabled in each call's
+/// context, and refused at upload anyway) and `sluice:plugin/host`.
+pub fn linker(engine: &Engine) -> anyhow::Result<Arc<Linker<CallState>>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wit::host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)?;
+    Ok(Arc::new(linker))
+}

@@ -1,0 +1,107 @@
+//! Write operations for plugins, bindings and tenant configuration, run inside the
+//! single writer. Like every operation, each checks first and then writes.
+
+use redb::ReadableTable;
+
+use super::codec::{decode, encode};
+use super::writer::{OpError, WriteCtx};
+use crate::error::{Code, Error};
+use crate::model::{Binding, Plugin, PluginKind, Stage, TenantConfig, UserConfig};
+
+type OpResult<T> = Result<T, OpError>;
+
+fn require_tenant(ctx: &WriteCtx<'_, '_>, tenant: &str) -> OpResult<()> {
+    if ctx.tables.tenants.get(tenant)?.is_none() {
+        return Err(Error::not_found("tenant").into());
+    }
+    Ok(())
+}
+
+fn load_plugin(ctx: &WriteCtx<'_, '_>, tenant: &str, digest: &str) -> OpResult<Option<Plugin>> {
+    Ok(match ctx.tables.plugins.get((tenant, digest))? {
+        Some(v) => Some(decode(v.value())?),
+        None => None,
+    })
+}
+
+pub fn put_plugin(ctx: &mut WriteCtx<'_, '_>, plugin: Plugin, component: &[u8], artifact: &[u8]) -> OpResult<(Plugin, bool)> {
+    require_tenant(ctx, &plugin.tenant)?;
+    if let Some(existing) = load_plugin(ctx, &plugin.tenant, &plugin.digest)? {
+        return Ok((existing, false));
+    }
+    let key = (plugin.tenant.as_str(), plugin.digest.as_str());
+    let t = &mut *ctx.tables;
+    t.plugins.insert(key, encode(&plugin).as_slice())?;
+    t.plugin_components.insert(key, component)?;
+    t.plugin_artifacts.insert(key, artifact)?;
+    Ok((plugin, true))
+}
+
+pub fn replace_artifact(ctx: &mut WriteCtx<'_, '_>, tenant: &str, digest: &str, artifact: &[u8]) -> OpResult<()> {
+    if load_plugin(ctx, tenant, digest)?.is_none() {
+        return Err(Error::not_found("plugin").into());
+    }
+    ctx.tables.plugin_artifacts.insert((tenant, digest), artifact)?;
+    Ok(())
+}
+
+pub fn delete_plugin(ctx: &mut WriteCtx<'_, '_>, tenant: &str, digest: &str) -> OpResult<Plugin> {
+    let plugin = load_plugin(ctx, tenant, digest)?.ok_or_else(|| Error::not_found("plugin"))?;
+    for entry in ctx.tables.bindings.range((tenant, "", "", 0)..)? {
+        let (k, v) = entry?;
+        if k.value().0 != tenant {
+            break;
+        }
+        let binding: Binding = decode(v.value())?;
+        if binding.plugin == digest {
+            return Err(Error::new(
+                Code::PluginInUse,
+                format!("plugin is bound to queue {} ({}, {}); unbind it first", binding.queue, binding.kind.as_str(), binding.stage.as_str()),
+            )
+            .into());
+        }
+    }
+    let t = &mut *ctx.tables;
+    t.plugins.remove((tenant, digest))?;
+    t.plugin_components.remove((tenant, digest))?;
+    t.plugin_artifacts.remove((tenant, digest))?;
+    Ok(plugin)
+}
+
+pub fn put_binding(ctx: &mut WriteCtx<'_, '_>, binding: Binding) -> OpResult<Binding> {
+    let plugin = load_plugin(ctx, &binding.tenant, &binding.plugin)?.ok_or_else(|| Error::not_found("plugin"))?;
+    if plugin.kind != binding.kind {
+        return Err(Error::validation(format!(
+            "plugin {} is a {}, not a {}",
+            plugin.digest,
+            plugin.kind.as_str(),
+            binding.kind.as_str()
+        ))
+        .into());
+    }
+    let key = (binding.tenant.as_str(), binding.queue.as_str(), binding.kind.as_str(), binding.stage.code());
+    ctx.tables.bindings.insert(key, encode(&binding).as_slice())?;
+    Ok(binding)
+}
+
+pub fn delete_binding(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, kind: PluginKind, stage: Stage) -> OpResult<Binding> {
+    let key = (tenant, queue, kind.as_str(), stage.code());
+    let binding: Binding = match ctx.tables.bindings.get(key)? {
+        Some(v) => decode(v.value())?,
+        None => return Err(Error::not_found("binding").into()),
+    };
+    ctx.tables.bindings.remove(key)?;
+    Ok(binding)
+}
+
+pub fn put_tenant_config(ctx: &mut WriteCtx<'_, '_>, tenant: &str, config: &TenantConfig) -> OpResult<()> {
+    require_tenant(ctx, tenant)?;
+    ctx.tables.tenant_config.insert(tenant, encode(config).as_slice())?;
+    Ok(())
+}
+
+pub fn put_user_config(ctx: &mut WriteCtx<'_, '_>, tenant: &str, user_id: &str, config: &UserConfig) -> OpResult<()> {
+    require_tenant(ctx, tenant)?;
+    ctx.tables.user_config.insert((tenant, user_id), encode(config).as_slice())?;
+    Ok(())
+}
