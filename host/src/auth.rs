@@ -28,6 +28,12 @@ pub enum Permission {
     WorkJobs,
     /// Retry, replay, cancel.
     ManageJobs,
+    /// Upload and delete plugins, bind and unbind them.
+    ManagePlugins,
+    ReadPlugins,
+    /// The tenant's configuration and its users'.
+    ManageConfig,
+    ReadConfig,
 }
 
 impl Role {
@@ -37,11 +43,11 @@ impl Role {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::Operator => matches!(p, ReadQueues | ManageQueues | ReadJobs | ManageJobs),
+            Role::Operator => matches!(p, ReadQueues | ManageQueues | ReadJobs | ManageJobs | ReadPlugins | ReadConfig),
             Role::TenantAdmin => !matches!(p, ManageTenants | WorkJobs),
             Role::Producer => matches!(p, InsertJobs | ReadJobs | ReadQueues),
             Role::Worker => matches!(p, WorkJobs | ReadJobs | ReadQueues),
-            Role::Auditor => matches!(p, ReadJobs | ReadQueues),
+            Role::Auditor => matches!(p, ReadJobs | ReadQueues | ReadPlugins | ReadConfig),
         }
     }
 

@@ -4,9 +4,11 @@
 
 mod admin;
 mod auth;
+mod config;
 mod extract;
 mod health;
 mod jobs;
+mod plugins;
 pub mod problem;
 mod queues;
 
@@ -29,6 +31,8 @@ use problem::ApiError;
 /// Largest request body for most routes; batches get [`MAX_BATCH_BODY`].
 pub const MAX_BODY: usize = 1 << 20;
 pub const MAX_BATCH_BODY: usize = 16 << 20;
+/// Plugin uploads: the configured upload limit is checked below this.
+pub const MAX_PLUGIN_BODY: usize = 64 << 20;
 
 pub struct App {
     pub queue: Arc<QueueService>,
@@ -53,6 +57,7 @@ struct ApiDoc;
 /// The routes and their OpenAPI document.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let batch = OpenApiRouter::new().routes(routes!(jobs::insert_batch)).layer(DefaultBodyLimit::max(MAX_BATCH_BODY));
+    let uploads = OpenApiRouter::new().routes(routes!(plugins::upload, plugins::list)).layer(DefaultBodyLimit::max(MAX_PLUGIN_BODY));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::health))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
@@ -71,8 +76,14 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::retry))
         .routes(routes!(jobs::replay))
         .routes(routes!(jobs::cancel))
+        .routes(routes!(plugins::get, plugins::delete))
+        .routes(routes!(plugins::bindings))
+        .routes(routes!(plugins::bind, plugins::unbind))
+        .routes(routes!(config::get, config::put))
+        .routes(routes!(config::get_user, config::put_user))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(batch)
+        .merge(uploads)
         .split_for_parts()
 }
 

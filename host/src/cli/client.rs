@@ -77,15 +77,30 @@ impl Client {
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+        let mut request = self.request(method, path)?;
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    /// POST raw bytes with a content type (plugin uploads).
+    pub async fn post_bytes(&self, path: &str, content_type: &str, bytes: Vec<u8>) -> Result<Value, CliError> {
+        let request = self.request(Method::POST, path)?.header("content-type", content_type).body(bytes);
+        self.send(request).await
+    }
+
+    fn request(&self, method: Method, path: &str) -> Result<reqwest::RequestBuilder, CliError> {
         let key =
             self.key.as_deref().ok_or_else(|| CliError::Usage("no API key: pass --key or set SLUICE_KEY".into()))?;
         let mut request = self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(key);
         if let Some(tenant) = &self.tenant {
             request = request.header("Sluice-Tenant", tenant);
         }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+        Ok(request)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, CliError> {
         let response = request
             .send()
             .await

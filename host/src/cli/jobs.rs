@@ -188,7 +188,7 @@ async fn list(client: &Client, out: Output, a: ListArgs) -> Result<(), CliError>
     Ok(())
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

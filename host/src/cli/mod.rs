@@ -6,6 +6,7 @@ mod admin;
 mod client;
 mod jobs;
 mod output;
+mod plugins;
 mod queues;
 mod work;
 
@@ -73,6 +74,9 @@ enum Commands {
     Jobs(jobs::JobCommand),
     /// Run a command once per job of a queue: a worker for any script.
     Work(work::WorkArgs),
+    /// Plugins: upload, list, show, delete, bind, unbind, bindings, check.
+    #[command(subcommand)]
+    Plugins(plugins::PluginCommand),
     /// Compile a plugin component from stdin to an artifact on stdout (used by
     /// `serve`, which runs it as a child process bounded in time).
     #[command(hide = true)]
@@ -163,6 +167,7 @@ pub fn main() -> ExitCode {
         Commands::Queues(c) => runtime.block_on(queues::run(&client, out, c)),
         Commands::Jobs(c) => runtime.block_on(jobs::run(&client, out, c)),
         Commands::Work(args) => runtime.block_on(work::run(client, args)),
+        Commands::Plugins(c) => runtime.block_on(plugins::run(&client, out, c)),
         Commands::CompilePlugin(args) => {
             return match compile_stdin_to_stdout(&args.limits()) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ mod wit;
 
 pub use check::{CONTRACT, Checked, check};
 pub use compile::{Compiler, compile_stdin_to_stdout, engine_args};
+pub use engine::engine;
 pub use limits::PluginLimits;
 pub use sandbox::{CallFailure, CallReport};
 

@@ -1,0 +1,56 @@
+//! The tenant's configuration (default tags, retention bounds) and per-user configuration.
+
+use axum::extract::State;
+
+use super::AppState;
+use super::auth::Caller;
+use super::extract::{Json, Path};
+use super::problem::{ApiResult, Problem};
+use crate::auth::Permission;
+use crate::error::Error;
+use crate::model::{TenantConfig, UserConfig};
+
+/// The tenant's configuration.
+#[utoipa::path(get, path = "/v1/config", tag = "config", responses((status = 200, body = TenantConfig)))]
+pub async fn get(State(app): State<AppState>, caller: Caller) -> ApiResult<axum::Json<TenantConfig>> {
+    let scope = caller.tenant(Permission::ReadConfig, "read configuration")?;
+    Ok(axum::Json(app.store().tenant_config(&scope.tenant)?))
+}
+
+/// Replace the tenant's configuration.
+#[utoipa::path(put, path = "/v1/config", tag = "config", request_body = TenantConfig,
+    responses((status = 200, body = TenantConfig), (status = 422, body = Problem)))]
+pub async fn put(State(app): State<AppState>, caller: Caller, Json(config): Json<TenantConfig>) -> ApiResult<axum::Json<TenantConfig>> {
+    let scope = caller.tenant(Permission::ManageConfig, "change configuration")?;
+    if let (Some(min), Some(max)) = (config.min_retention_days, config.max_retention_days) {
+        if min > max {
+            return Err(Error::validation("min_retention_days is above max_retention_days").into());
+        }
+    }
+    // The tenant's own tags must pass the compliance rules on their own.
+    crate::tags::merge(&crate::tags::Sources { tenant: &TenantConfig::default(), user: None, plugins: &[], request: &config.default_tags })?;
+    let config = app.store().put_tenant_config(&scope.tenant, config).await?;
+    tracing::info!(target: "sluice::audit", action = "config_change", tenant = %scope.tenant, actor = %scope.actor, "tenant configuration changed");
+    Ok(axum::Json(config))
+}
+
+/// One user's configuration (empty when never set).
+#[utoipa::path(get, path = "/v1/users/{user_id}/config", tag = "config", responses((status = 200, body = UserConfig)))]
+pub async fn get_user(State(app): State<AppState>, caller: Caller, Path(user_id): Path<String>) -> ApiResult<axum::Json<UserConfig>> {
+    let scope = caller.tenant(Permission::ReadConfig, "read configuration")?;
+    Ok(axum::Json(app.store().user_config(&scope.tenant, &user_id)?.unwrap_or_default()))
+}
+
+/// Replace one user's configuration.
+#[utoipa::path(put, path = "/v1/users/{user_id}/config", tag = "config", request_body = UserConfig,
+    responses((status = 200, body = UserConfig), (status = 422, body = Problem)))]
+pub async fn put_user(State(app): State<AppState>, caller: Caller, Path(user_id): Path<String>, Json(config): Json<UserConfig>) -> ApiResult<axum::Json<UserConfig>> {
+    let scope = caller.tenant(Permission::ManageConfig, "change configuration")?;
+    if user_id.is_empty() || user_id.len() > 256 {
+        return Err(Error::validation("user_id: 1 to 256 bytes").into());
+    }
+    crate::tags::merge(&crate::tags::Sources { tenant: &TenantConfig::default(), user: None, plugins: &[], request: &config.tags })?;
+    let config = app.store().put_user_config(&scope.tenant, &user_id, config).await?;
+    tracing::info!(target: "sluice::audit", action = "user_config_change", tenant = %scope.tenant, actor = %scope.actor, "user configuration changed");
+    Ok(axum::Json(config))
+}
