@@ -54,7 +54,13 @@ fn decide(binding: &ActiveBinding, tenant: &str, report: CallReport<Verdict>) ->
         }
         Err(failure) => {
             log_call(binding, tenant, &report, "failed");
-            let judgement = plugins::judgement(plugin, &report, "failed", Some(failure.code.as_str().to_owned()), Some(failure.reason.clone()));
+            let judgement = plugins::judgement(
+                plugin,
+                &report,
+                "failed",
+                Some(failure.code.as_str().to_owned()),
+                Some(failure.reason.clone()),
+            );
             match binding.binding.failure_policy {
                 FailurePolicy::Open => Decision::Proceed(Some(judgement)),
                 FailurePolicy::Closed => {
@@ -99,7 +105,8 @@ pub async fn judge_command(plugins: &PluginHost, job: &Job, command: &Command) -
 /// Judge freshly claimed jobs: (job, decision) each.
 pub async fn judge_claims(plugins: &PluginHost, binding: &Arc<ActiveBinding>, jobs: Vec<Job>) -> Vec<(Job, Decision)> {
     let calls = jobs.into_iter().map(|job| async move {
-        let report = plugins.validate(&binding.plugin, &job, Action::Claim, JobState::Pending, JobState::Processing).await;
+        let report =
+            plugins.validate(&binding.plugin, &job, Action::Claim, JobState::Pending, JobState::Processing).await;
         let decision = decide(binding, &job.tenant, report);
         (job, decision)
     });
@@ -108,7 +115,12 @@ pub async fn judge_claims(plugins: &PluginHost, binding: &Arc<ActiveBinding>, jo
 
 /// Merge each job's tags (tenant defaults, user configuration, tagger plugin,
 /// request) and run the tagger. A refused job gets its error; the rest go on.
-pub async fn tag_jobs(plugins: &PluginHost, store: &Arc<dyn Store>, tenant: &str, jobs: Vec<NewJob>) -> Result<Vec<Result<NewJob>>> {
+pub async fn tag_jobs(
+    plugins: &PluginHost,
+    store: &Arc<dyn Store>,
+    tenant: &str,
+    jobs: Vec<NewJob>,
+) -> Result<Vec<Result<NewJob>>> {
     let config = store.tenant_config(tenant)?;
     let calls = jobs.into_iter().map(|mut new| {
         let config = &config;
@@ -119,7 +131,9 @@ pub async fn tag_jobs(plugins: &PluginHost, store: &Arc<dyn Store>, tenant: &str
                 tags::merge(&Sources { tenant: config, user: user.as_ref(), plugins: plugin_tags, request: &request })
             };
             new.tags = merge(&[])?;
-            let Some(binding) = plugins.bound(tenant, &new.queue, PluginKind::Tagger, new.stage) else { return Ok(new) };
+            let Some(binding) = plugins.bound(tenant, &new.queue, PluginKind::Tagger, new.stage) else {
+                return Ok(new);
+            };
             let report = plugins.tag(&binding.plugin, &preview(tenant, &new)).await;
             let plugin = &binding.plugin.plugin;
             match &report.result {
@@ -137,7 +151,9 @@ pub async fn tag_jobs(plugins: &PluginHost, store: &Arc<dyn Store>, tenant: &str
                 Err(failure) => {
                     log_call(&binding, tenant, &report, "failed");
                     match binding.binding.failure_policy {
-                        FailurePolicy::Closed => Err(Error::new(failure.code, format!("tagger {} failed: {}", plugin.name, failure.reason))),
+                        FailurePolicy::Closed => {
+                            Err(Error::new(failure.code, format!("tagger {} failed: {}", plugin.name, failure.reason)))
+                        }
                         FailurePolicy::Open => {
                             let (code, reason) = (Some(failure.code.as_str().to_owned()), Some(failure.reason.clone()));
                             new.judgement = Some(plugins::judgement(plugin, &report, "failed", code, reason));
@@ -153,36 +169,5 @@ pub async fn tag_jobs(plugins: &PluginHost, store: &Arc<dyn Store>, tenant: &str
 
 /// The job a tagger sees: what the insert will store, before it is stored.
 fn preview(tenant: &str, new: &NewJob) -> Job {
-    let now = now_ms();
-    Job {
-        seq: 0,
-        job_uuid: new.job_uuid,
-        tenant: tenant.to_owned(),
-        user_id: new.user_id.clone(),
-        trace_id: new.trace_id.clone(),
-        queue: new.queue.clone(),
-        kind: new.kind.clone(),
-        payload: new.payload.clone(),
-        schema_version: new.schema_version,
-        format_version: crate::model::JOB_FORMAT_VERSION,
-        priority: new.priority,
-        run_at: new.run_at,
-        attempt: 0,
-        max_attempts: new.max_attempts.unwrap_or(0),
-        state: JobState::Pending,
-        parked: false,
-        stuck: false,
-        legal_hold: false,
-        tags: new.tags.clone(),
-        stage: new.stage,
-        progress: None,
-        errors: Vec::new(),
-        lease: None,
-        last_token: 0,
-        due_at: None,
-        pending_since: now,
-        revision: 0,
-        created_at: now,
-        updated_at: now,
-    }
+    new.clone().into_job(tenant, 0, 0, now_ms())
 }

@@ -84,12 +84,16 @@ impl Refusal {
     pub fn error(self, action: Action, state: JobState) -> crate::error::Error {
         use crate::error::{Code, Error};
         match self {
-            Refusal::Illegal => {
-                Error::new(Code::IllegalTransition, format!("{} is not allowed from state {}", action.name(), state.as_str()))
-            }
+            Refusal::Illegal => Error::new(
+                Code::IllegalTransition,
+                format!("{} is not allowed from state {}", action.name(), state.as_str()),
+            ),
             Refusal::NeedsOverride => Error::new(
                 Code::ReplayNeedsOverride,
-                format!("job is {}; taking it back to pending is a replay and needs \"override\": true", state.as_str()),
+                format!(
+                    "job is {}; taking it back to pending is a replay and needs \"override\": true",
+                    state.as_str()
+                ),
             ),
         }
     }

@@ -349,7 +349,8 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
-    pub const ALL: [PluginKind; 4] = [PluginKind::Validator, PluginKind::Tagger, PluginKind::Migrator, PluginKind::AlertPolicy];
+    pub const ALL: [PluginKind; 4] =
+        [PluginKind::Validator, PluginKind::Tagger, PluginKind::Migrator, PluginKind::AlertPolicy];
 
     pub fn as_str(self) -> &'static str {
         match self {

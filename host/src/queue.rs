@@ -203,20 +203,31 @@ impl QueueService {
         actor: &Actor,
     ) -> Result<Vec<Result<Job>>> {
         let now = now_ms();
+        // Each job is checked, tagged and stored on its own; its result keeps its place.
         let mut results: Vec<Option<Result<Job>>> = Vec::with_capacity(inputs.len());
         let mut valid = Vec::new();
-        for input in inputs {
+        for (i, input) in inputs.into_iter().enumerate() {
             match input.validate(traceparent, now) {
                 Ok(new) => {
-                    valid.push(new);
+                    valid.push((i, new));
                     results.push(None);
                 }
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let mut stored = self.store.insert(tenant, valid, actor.clone()).await?.into_iter();
-        let results: Vec<Result<Job>> =
-            results.into_iter().map(|r| r.unwrap_or_else(|| stored.next().expect("one result per job"))).collect();
+        let (places, jobs): (Vec<usize>, Vec<NewJob>) = valid.into_iter().unzip();
+        let mut accepted = Vec::new();
+        for (i, tagged) in places.into_iter().zip(judge::tag_jobs(&self.plugins, &self.store, tenant, jobs).await?) {
+            match tagged {
+                Ok(new) => accepted.push((i, new)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let (places, jobs): (Vec<usize>, Vec<NewJob>) = accepted.into_iter().unzip();
+        for (i, stored) in places.into_iter().zip(self.store.insert(tenant, jobs, actor.clone()).await?) {
+            results[i] = Some(stored);
+        }
+        let results: Vec<Result<Job>> = results.into_iter().map(|r| r.expect("every job has a result")).collect();
         for job in results.iter().flatten() {
             self.log(job, "insert", None, actor);
             if job.due_at.is_none() {
@@ -272,7 +283,14 @@ impl QueueService {
 
     /// Claimed jobs a validator vetoes are deferred (back to pending after the
     /// queue's backoff base, no attempt spent); the others are handed out.
-    async fn judge_claims(&self, tenant: &str, queue: &str, stage: Stage, jobs: Vec<Job>, actor: &Actor) -> Result<Vec<Job>> {
+    async fn judge_claims(
+        &self,
+        tenant: &str,
+        queue: &str,
+        stage: Stage,
+        jobs: Vec<Job>,
+        actor: &Actor,
+    ) -> Result<Vec<Job>> {
         let Some(binding) = self.plugins.bound(tenant, queue, PluginKind::Validator, stage) else { return Ok(jobs) };
         if jobs.is_empty() {
             return Ok(jobs);
@@ -284,7 +302,13 @@ impl QueueService {
             match decision {
                 Decision::Proceed(judgement) => {
                     let judgement = judgement.expect("a bound validator judged");
-                    notes.push(NoteRequest { tenant: tenant.to_owned(), job_uuid: job.job_uuid, action: "claim_judged".into(), actor: actor.clone(), judgement });
+                    notes.push(NoteRequest {
+                        tenant: tenant.to_owned(),
+                        job_uuid: job.job_uuid,
+                        action: "claim_judged".into(),
+                        actor: actor.clone(),
+                        judgement,
+                    });
                     handed_out.push(job);
                 }
                 Decision::Refuse(error, judgement) => {
@@ -299,7 +323,9 @@ impl QueueService {
                     };
                     match self.store.transition(request).await {
                         Ok(change) => self.after(&change, actor),
-                        Err(e) => tracing::error!(target: "sluice::job", job_uuid = %job.job_uuid, error = %e, "deferring a vetoed claim failed"),
+                        Err(e) => {
+                            tracing::error!(target: "sluice::job", job_uuid = %job.job_uuid, error = %e, "deferring a vetoed claim failed")
+                        }
                     }
                     tracing::info!(target: "sluice::job", action = "claim", tenant, job_uuid = %job.job_uuid, code = error.code.as_str(), reason = %error.reason, "claim vetoed; job deferred");
                 }
@@ -323,13 +349,26 @@ impl QueueService {
                 Ok(Decision::Proceed(None)) => (None, None),
                 Ok(Decision::Proceed(Some(j))) => (Some(job.revision), Some(j)),
                 Ok(Decision::Refuse(error, judgement)) => {
-                    let note = NoteRequest { tenant: tenant.to_owned(), job_uuid, action: format!("{name}_refused"), actor: actor.clone(), judgement };
+                    let note = NoteRequest {
+                        tenant: tenant.to_owned(),
+                        job_uuid,
+                        action: format!("{name}_refused"),
+                        actor: actor.clone(),
+                        judgement,
+                    };
                     self.store.note(vec![note]).await?;
                     break Err(error);
                 }
                 Err(e) => break Err(e),
             };
-            let request = TransitionRequest { tenant: tenant.to_owned(), job_uuid, command: command.clone(), actor: actor.clone(), expected_revision, judgement };
+            let request = TransitionRequest {
+                tenant: tenant.to_owned(),
+                job_uuid,
+                command: command.clone(),
+                actor: actor.clone(),
+                expected_revision,
+                judgement,
+            };
             match self.store.transition(request).await {
                 Err(e) if e.code == Code::RevisionConflict && attempts < JUDGE_ATTEMPTS => continue,
                 other => break other,

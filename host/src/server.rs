@@ -45,7 +45,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
     let key_path = config.data_dir.join(BOOTSTRAP_KEY_FILE);
     let compiler = Compiler::Subprocess(std::env::current_exe().context("cannot find the sluice binary")?);
-    let plugins = Arc::new(PluginHost::start(store.clone(), config.plugins.clone(), compiler).await.context("cannot load plugins")?);
+    let plugins = Arc::new(
+        PluginHost::start(store.clone(), config.plugins.clone(), compiler).await.context("cannot load plugins")?,
+    );
     let queue = Arc::new(QueueService::new(store.clone(), plugins));
     let app = Arc::new(App { queue: queue.clone(), keyring });
     let stop = CancellationToken::new();

@@ -168,8 +168,15 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
-    fn run(tenant: Value, bounds: (Option<u64>, Option<u64>), user: Value, plugins: Vec<Value>, request: Value) -> Result<Value> {
-        let tenant = TenantConfig { default_tags: obj(tenant), min_retention_days: bounds.0, max_retention_days: bounds.1 };
+    fn run(
+        tenant: Value,
+        bounds: (Option<u64>, Option<u64>),
+        user: Value,
+        plugins: Vec<Value>,
+        request: Value,
+    ) -> Result<Value> {
+        let tenant =
+            TenantConfig { default_tags: obj(tenant), min_retention_days: bounds.0, max_retention_days: bounds.1 };
         let user = UserConfig { tags: obj(user) };
         let plugins: Vec<_> = plugins.into_iter().map(obj).collect();
         let request = obj(request);
@@ -194,9 +201,21 @@ mod tests {
 
     #[test]
     fn retention_is_chosen_within_bounds_and_plugins_only_shorten() {
-        let ok = run(json!({ "retention_days": 30 }), (Some(7), Some(90)), json!({}), vec![json!({ "retention_days": 10 })], json!({ "retention_days": 60 }));
+        let ok = run(
+            json!({ "retention_days": 30 }),
+            (Some(7), Some(90)),
+            json!({}),
+            vec![json!({ "retention_days": 10 })],
+            json!({ "retention_days": 60 }),
+        );
         assert_eq!(ok.unwrap()["retention_days"], 10);
-        let longer = run(json!({}), (None, None), json!({}), vec![json!({ "retention_days": 999 })], json!({ "retention_days": 5 }));
+        let longer = run(
+            json!({}),
+            (None, None),
+            json!({}),
+            vec![json!({ "retention_days": 999 })],
+            json!({ "retention_days": 5 }),
+        );
         assert_eq!(longer.unwrap()["retention_days"], 5, "a plugin cannot lengthen it");
         let default = run(json!({ "retention_days": 30 }), (None, None), json!({}), vec![], json!({}));
         assert_eq!(default.unwrap()["retention_days"], 30);

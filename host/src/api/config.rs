@@ -20,7 +20,11 @@ pub async fn get(State(app): State<AppState>, caller: Caller) -> ApiResult<axum:
 /// Replace the tenant's configuration.
 #[utoipa::path(put, path = "/v1/config", tag = "config", request_body = TenantConfig,
     responses((status = 200, body = TenantConfig), (status = 422, body = Problem)))]
-pub async fn put(State(app): State<AppState>, caller: Caller, Json(config): Json<TenantConfig>) -> ApiResult<axum::Json<TenantConfig>> {
+pub async fn put(
+    State(app): State<AppState>,
+    caller: Caller,
+    Json(config): Json<TenantConfig>,
+) -> ApiResult<axum::Json<TenantConfig>> {
     let scope = caller.tenant(Permission::ManageConfig, "change configuration")?;
     if let (Some(min), Some(max)) = (config.min_retention_days, config.max_retention_days) {
         if min > max {
@@ -28,7 +32,12 @@ pub async fn put(State(app): State<AppState>, caller: Caller, Json(config): Json
         }
     }
     // The tenant's own tags must pass the compliance rules on their own.
-    crate::tags::merge(&crate::tags::Sources { tenant: &TenantConfig::default(), user: None, plugins: &[], request: &config.default_tags })?;
+    crate::tags::merge(&crate::tags::Sources {
+        tenant: &TenantConfig::default(),
+        user: None,
+        plugins: &[],
+        request: &config.default_tags,
+    })?;
     let config = app.store().put_tenant_config(&scope.tenant, config).await?;
     tracing::info!(target: "sluice::audit", action = "config_change", tenant = %scope.tenant, actor = %scope.actor, "tenant configuration changed");
     Ok(axum::Json(config))
@@ -36,7 +45,11 @@ pub async fn put(State(app): State<AppState>, caller: Caller, Json(config): Json
 
 /// One user's configuration (empty when never set).
 #[utoipa::path(get, path = "/v1/users/{user_id}/config", tag = "config", responses((status = 200, body = UserConfig)))]
-pub async fn get_user(State(app): State<AppState>, caller: Caller, Path(user_id): Path<String>) -> ApiResult<axum::Json<UserConfig>> {
+pub async fn get_user(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+) -> ApiResult<axum::Json<UserConfig>> {
     let scope = caller.tenant(Permission::ReadConfig, "read configuration")?;
     Ok(axum::Json(app.store().user_config(&scope.tenant, &user_id)?.unwrap_or_default()))
 }
@@ -44,12 +57,22 @@ pub async fn get_user(State(app): State<AppState>, caller: Caller, Path(user_id)
 /// Replace one user's configuration.
 #[utoipa::path(put, path = "/v1/users/{user_id}/config", tag = "config", request_body = UserConfig,
     responses((status = 200, body = UserConfig), (status = 422, body = Problem)))]
-pub async fn put_user(State(app): State<AppState>, caller: Caller, Path(user_id): Path<String>, Json(config): Json<UserConfig>) -> ApiResult<axum::Json<UserConfig>> {
+pub async fn put_user(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+    Json(config): Json<UserConfig>,
+) -> ApiResult<axum::Json<UserConfig>> {
     let scope = caller.tenant(Permission::ManageConfig, "change configuration")?;
     if user_id.is_empty() || user_id.len() > 256 {
         return Err(Error::validation("user_id: 1 to 256 bytes").into());
     }
-    crate::tags::merge(&crate::tags::Sources { tenant: &TenantConfig::default(), user: None, plugins: &[], request: &config.tags })?;
+    crate::tags::merge(&crate::tags::Sources {
+        tenant: &TenantConfig::default(),
+        user: None,
+        plugins: &[],
+        request: &config.tags,
+    })?;
     let config = app.store().put_user_config(&scope.tenant, &user_id, config).await?;
     tracing::info!(target: "sluice::audit", action = "user_config_change", tenant = %scope.tenant, actor = %scope.actor, "user configuration changed");
     Ok(axum::Json(config))

@@ -57,7 +57,9 @@ struct ApiDoc;
 /// The routes and their OpenAPI document.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let batch = OpenApiRouter::new().routes(routes!(jobs::insert_batch)).layer(DefaultBodyLimit::max(MAX_BATCH_BODY));
-    let uploads = OpenApiRouter::new().routes(routes!(plugins::upload, plugins::list)).layer(DefaultBodyLimit::max(MAX_PLUGIN_BODY));
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(plugins::upload, plugins::list))
+        .layer(DefaultBodyLimit::max(MAX_PLUGIN_BODY));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::health))
         .routes(routes!(admin::create_tenant, admin::list_tenants))

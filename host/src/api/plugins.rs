@@ -29,7 +29,12 @@ pub struct UploadParams {
 #[utoipa::path(post, path = "/v1/plugins", tag = "plugins", params(UploadParams),
     request_body(content = Vec<u8>, content_type = "application/wasm"),
     responses((status = 201, body = Plugin), (status = 200, body = Plugin), (status = 422, body = Problem)))]
-pub async fn upload(State(app): State<AppState>, caller: Caller, Query(p): Query<UploadParams>, Wasm(bytes): Wasm) -> ApiResult<(StatusCode, axum::Json<Plugin>)> {
+pub async fn upload(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(p): Query<UploadParams>,
+    Wasm(bytes): Wasm,
+) -> ApiResult<(StatusCode, axum::Json<Plugin>)> {
     let scope = caller.tenant(Permission::ManagePlugins, "upload plugins")?;
     let upload = Upload { name: p.name, kind: p.kind, version: p.version };
     let (plugin, created) = app.queue.plugins().upload(&scope.tenant, upload, bytes.to_vec()).await?;
@@ -51,14 +56,22 @@ pub async fn list(State(app): State<AppState>, caller: Caller) -> ApiResult<axum
 
 /// One plugin by digest.
 #[utoipa::path(get, path = "/v1/plugins/{digest}", tag = "plugins", responses((status = 200, body = Plugin), (status = 404, body = Problem)))]
-pub async fn get(State(app): State<AppState>, caller: Caller, Path(digest): Path<String>) -> ApiResult<axum::Json<Plugin>> {
+pub async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(digest): Path<String>,
+) -> ApiResult<axum::Json<Plugin>> {
     let scope = caller.tenant(Permission::ReadPlugins, "read plugins")?;
     Ok(axum::Json(app.store().plugin(&scope.tenant, &digest)?.ok_or_else(|| Error::not_found("plugin"))?))
 }
 
 /// Delete a plugin; refused with 409 PLUGIN_IN_USE while bound.
 #[utoipa::path(delete, path = "/v1/plugins/{digest}", tag = "plugins", responses((status = 200, body = Plugin), (status = 409, body = Problem)))]
-pub async fn delete(State(app): State<AppState>, caller: Caller, Path(digest): Path<String>) -> ApiResult<axum::Json<Plugin>> {
+pub async fn delete(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(digest): Path<String>,
+) -> ApiResult<axum::Json<Plugin>> {
     let scope = caller.tenant(Permission::ManagePlugins, "delete plugins")?;
     let plugin = app.queue.plugins().delete(&scope.tenant, &digest).await?;
     tracing::info!(target: "sluice::audit", action = "plugin_delete", tenant = %scope.tenant, digest = %digest, actor = %scope.actor, "plugin deleted");
@@ -91,7 +104,8 @@ fn binding_target(queue: &str, kind: &str, stage: &str) -> Result<(PluginKind, S
     if queue != "*" {
         check_queue_name(queue)?;
     }
-    let kind = PluginKind::parse(kind).ok_or_else(|| Error::validation("kind: validator, tagger, migrator or alert-policy"))?;
+    let kind = PluginKind::parse(kind)
+        .ok_or_else(|| Error::validation("kind: validator, tagger, migrator or alert-policy"))?;
     let stage = match stage {
         "stable" => Stage::Stable,
         _ => return Err(Error::validation("stage: stable")),
@@ -103,10 +117,23 @@ fn binding_target(queue: &str, kind: &str, stage: &str) -> Result<(PluginKind, S
 /// stage. Takes effect for new calls at once; calls in flight finish on the old one.
 #[utoipa::path(put, path = "/v1/bindings/{queue}/{kind}/{stage}", tag = "plugins", request_body = BindingInput,
     responses((status = 200, body = Binding), (status = 404, body = Problem), (status = 422, body = Problem)))]
-pub async fn bind(State(app): State<AppState>, caller: Caller, Path((queue, kind, stage)): Path<(String, String, String)>, Json(input): Json<BindingInput>) -> ApiResult<axum::Json<Binding>> {
+pub async fn bind(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((queue, kind, stage)): Path<(String, String, String)>,
+    Json(input): Json<BindingInput>,
+) -> ApiResult<axum::Json<Binding>> {
     let scope = caller.tenant(Permission::ManagePlugins, "bind plugins")?;
     let (kind, stage) = binding_target(&queue, &kind, &stage)?;
-    let binding = Binding { tenant: scope.tenant.clone(), queue, kind, stage, plugin: input.plugin, failure_policy: input.failure_policy, created_at: now_ms() };
+    let binding = Binding {
+        tenant: scope.tenant.clone(),
+        queue,
+        kind,
+        stage,
+        plugin: input.plugin,
+        failure_policy: input.failure_policy,
+        created_at: now_ms(),
+    };
     let binding = app.queue.plugins().bind(binding).await?;
     tracing::info!(target: "sluice::audit", action = "plugin_bind", tenant = %scope.tenant, queue = %binding.queue, kind = binding.kind.as_str(), digest = %binding.plugin, actor = %scope.actor, "plugin bound");
     Ok(axum::Json(binding))
@@ -114,7 +141,11 @@ pub async fn bind(State(app): State<AppState>, caller: Caller, Path((queue, kind
 
 /// Remove a binding.
 #[utoipa::path(delete, path = "/v1/bindings/{queue}/{kind}/{stage}", tag = "plugins", responses((status = 200, body = Binding), (status = 404, body = Problem)))]
-pub async fn unbind(State(app): State<AppState>, caller: Caller, Path((queue, kind, stage)): Path<(String, String, String)>) -> ApiResult<axum::Json<Binding>> {
+pub async fn unbind(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((queue, kind, stage)): Path<(String, String, String)>,
+) -> ApiResult<axum::Json<Binding>> {
     let scope = caller.tenant(Permission::ManagePlugins, "unbind plugins")?;
     let (kind, stage) = binding_target(&queue, &kind, &stage)?;
     let binding = app.queue.plugins().unbind(&scope.tenant, &queue, kind, stage).await?;

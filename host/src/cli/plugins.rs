@@ -84,7 +84,8 @@ pub async fn run(client: &Client, out: Output, command: PluginCommand) -> Result
         PluginCommand::Upload { file, name, kind: k, version } => {
             kind(&k)?;
             let bytes = read(&file)?;
-            let query = format!("name={}&kind={k}&version={}", super::jobs::urlencode(&name), super::jobs::urlencode(&version));
+            let query =
+                format!("name={}&kind={k}&version={}", super::jobs::urlencode(&name), super::jobs::urlencode(&version));
             let plugin = client.post_bytes(&format!("/v1/plugins?{query}"), "application/wasm", bytes).await?;
             out.done(&plugin, &format!("plugin {} uploaded: {}", cell(&plugin["name"]), cell(&plugin["digest"])));
         }
@@ -111,7 +112,11 @@ pub async fn run(client: &Client, out: Output, command: PluginCommand) -> Result
         }
         PluginCommand::Bindings => {
             let list = client.get("/v1/bindings").await?;
-            out.rows(&list, list["bindings"].as_array().map_or(&[], |v| v), &["queue", "kind", "stage", "plugin", "failure_policy"]);
+            out.rows(
+                &list,
+                list["bindings"].as_array().map_or(&[], |v| v),
+                &["queue", "kind", "stage", "plugin", "failure_policy"],
+            );
         }
         PluginCommand::Check { file, kind: k } => {
             let bytes = read(&file)?;
@@ -120,7 +125,15 @@ pub async fn run(client: &Client, out: Output, command: PluginCommand) -> Result
             let engine = crate::plugins::engine(&limits).map_err(|e| CliError::Usage(e.to_string()))?;
             Compiler::InProcess.precompile(&engine, &bytes, &limits).await.map_err(problem)?;
             let report = json!({ "ok": true, "contract": checked.contract, "imports": checked.imports });
-            out.done(&report, &format!("{} passes the upload checks ({k}, contract {}, {} imports)", file.display(), checked.contract, checked.imports.len()));
+            out.done(
+                &report,
+                &format!(
+                    "{} passes the upload checks ({k}, contract {}, {} imports)",
+                    file.display(),
+                    checked.contract,
+                    checked.imports.len()
+                ),
+            );
         }
     }
     Ok(())

@@ -110,7 +110,11 @@ pub fn check(bytes: &[u8], kind: PluginKind, max_bytes: usize) -> Result<Checked
     }
     let wanted = format!("sluice:plugin/{}", kind.as_str());
     let export = exports.iter().find(|e| split_version(e).0 == wanted).ok_or_else(|| {
-        invalid(format!("missing export {wanted}@{CONTRACT} for a {} plugin (it exports: {})", kind.as_str(), list(&exports)))
+        invalid(format!(
+            "missing export {wanted}@{CONTRACT} for a {} plugin (it exports: {})",
+            kind.as_str(),
+            list(&exports)
+        ))
     })?;
     let (_, version) = split_version(export);
     if !supported(&wanted, version) {

@@ -89,7 +89,11 @@ fn digest_of(bytes: &[u8]) -> String {
 
 impl PluginHost {
     /// Build the engine, load every stored plugin from its artifact and the bindings.
-    pub async fn start(store: Arc<dyn JobStore>, limits: PluginLimits, compiler: Compiler) -> anyhow::Result<PluginHost> {
+    pub async fn start(
+        store: Arc<dyn JobStore>,
+        limits: PluginLimits,
+        compiler: Compiler,
+    ) -> anyhow::Result<PluginHost> {
         let engine = engine::engine(&limits)?;
         engine::start_ticker(&engine);
         let linker = engine::linker(&engine)?;
@@ -111,6 +115,11 @@ impl PluginHost {
 
     pub fn limits(&self) -> &PluginLimits {
         &self.limits
+    }
+
+    /// A loaded plugin of a tenant.
+    pub fn loaded(&self, tenant: &str, digest: &str) -> Option<Arc<LoadedPlugin>> {
+        self.loaded.get(&(tenant.to_owned(), digest.to_owned())).map(|p| p.clone())
     }
 
     /// Deserialize a stored artifact (recompiling it if this engine cannot use it).
@@ -199,7 +208,8 @@ impl PluginHost {
     fn refresh_bindings(&self) -> Result<()> {
         let mut map = BindingMap::new();
         for binding in self.store.bindings(None)? {
-            let Some(plugin) = self.loaded.get(&(binding.tenant.clone(), binding.plugin.clone())).map(|p| p.clone()) else {
+            let Some(plugin) = self.loaded.get(&(binding.tenant.clone(), binding.plugin.clone())).map(|p| p.clone())
+            else {
                 tracing::error!(target: "sluice::plugins", tenant = %binding.tenant, digest = %binding.plugin, "binding names a plugin that is not loaded");
                 continue;
             };
@@ -222,12 +232,22 @@ impl PluginHost {
     }
 
     /// Judge an action on a job.
-    pub async fn validate(&self, plugin: &LoadedPlugin, job: &Job, action: Action, from: JobState, to: JobState) -> CallReport<Verdict> {
+    pub async fn validate(
+        &self,
+        plugin: &LoadedPlugin,
+        job: &Job,
+        action: Action,
+        from: JobState,
+        to: JobState,
+    ) -> CallReport<Verdict> {
         let KindPre::Validator(pre) = &plugin.pre else { return wrong_kind(plugin) };
         let view = job_view(job);
         let report = sandbox::run(&self.engine, &self.limits, async |store: &mut Store<CallState>| {
             let instance = pre.instantiate_async(&mut *store).await?;
-            instance.sluice_plugin_validator().call_validate(&mut *store, &view, action.wit(), state(from), state(to)).await
+            instance
+                .sluice_plugin_validator()
+                .call_validate(&mut *store, &view, action.wit(), state(from), state(to))
+                .await
         })
         .await;
         map_report(report, |r| match r {
@@ -237,7 +257,11 @@ impl PluginHost {
     }
 
     /// Tags a tagger adds to a job; `Err` is the plugin refusing the job.
-    pub async fn tag(&self, plugin: &LoadedPlugin, job: &Job) -> CallReport<std::result::Result<Vec<(String, Value)>, String>> {
+    pub async fn tag(
+        &self,
+        plugin: &LoadedPlugin,
+        job: &Job,
+    ) -> CallReport<std::result::Result<Vec<(String, Value)>, String>> {
         let KindPre::Tagger(pre) = &plugin.pre else { return wrong_kind(plugin) };
         let view = job_view(job);
         let report = sandbox::run(&self.engine, &self.limits, async |store: &mut Store<CallState>| {
@@ -259,7 +283,13 @@ impl PluginHost {
     }
 
     /// Move a payload one schema version up (`up`) or down.
-    pub async fn migrate(&self, plugin: &LoadedPlugin, payload: &str, from: u32, up: bool) -> CallReport<std::result::Result<String, String>> {
+    pub async fn migrate(
+        &self,
+        plugin: &LoadedPlugin,
+        payload: &str,
+        from: u32,
+        up: bool,
+    ) -> CallReport<std::result::Result<String, String>> {
         let KindPre::Migrator(pre) = &plugin.pre else { return wrong_kind(plugin) };
         sandbox::run(&self.engine, &self.limits, async |store: &mut Store<CallState>| {
             let instance = pre.instantiate_async(&mut *store).await?;
@@ -313,7 +343,10 @@ fn check_name(field: &str, value: &str) -> Result<()> {
 
 fn wrong_kind<T>(plugin: &LoadedPlugin) -> CallReport<T> {
     CallReport {
-        result: Err(CallFailure { code: Code::Internal, reason: format!("plugin is a {}", plugin.plugin.kind.as_str()) }),
+        result: Err(CallFailure {
+            code: Code::Internal,
+            reason: format!("plugin is a {}", plugin.plugin.kind.as_str()),
+        }),
         fuel: 0,
         duration: std::time::Duration::ZERO,
         output: String::new(),
@@ -395,7 +428,13 @@ pub struct PolicyAlert {
 }
 
 /// The history record of a call.
-pub fn judgement<T>(plugin: &Plugin, report: &CallReport<T>, outcome: &str, code: Option<String>, reason: Option<String>) -> Judgement {
+pub fn judgement<T>(
+    plugin: &Plugin,
+    report: &CallReport<T>,
+    outcome: &str,
+    code: Option<String>,
+    reason: Option<String>,
+) -> Judgement {
     Judgement {
         digest: plugin.digest.clone(),
         kind: plugin.kind,

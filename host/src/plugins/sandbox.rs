@@ -119,7 +119,10 @@ struct CallLimiter {
 impl ResourceLimiter for CallLimiter {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
-            self.refused.get_or_insert(format!("memory: the plugin asked for {desired} bytes, the limit is {}", self.memory_bytes));
+            self.refused.get_or_insert(format!(
+                "memory: the plugin asked for {desired} bytes, the limit is {}",
+                self.memory_bytes
+            ));
             return Ok(false);
         }
         Ok(true)
@@ -127,7 +130,8 @@ impl ResourceLimiter for CallLimiter {
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.table_elements {
-            self.refused.get_or_insert(format!("table: {desired} elements asked, the limit is {}", self.table_elements));
+            self.refused
+                .get_or_insert(format!("table: {desired} elements asked, the limit is {}", self.table_elements));
             return Ok(false);
         }
         Ok(true)
@@ -212,7 +216,10 @@ pub async fn run<T>(
         Ok(Ok(value)) => Ok(value),
         Err(_) => Err(CallFailure {
             code: Code::PluginTimeout,
-            reason: format!("deadline: the call was still blocked in a host call after {} ms", limits.deadline.as_millis()),
+            reason: format!(
+                "deadline: the call was still blocked in a host call after {} ms",
+                limits.deadline.as_millis()
+            ),
         }),
         Ok(Err(error)) => Err(classify(&error, state.limiter.refused.as_deref(), limits)),
     };

@@ -46,6 +46,44 @@ pub struct NewJob {
     pub judgement: Option<Judgement>,
 }
 
+impl NewJob {
+    /// The pending job this request becomes; `default_max_attempts` applies when
+    /// the request sets none.
+    pub fn into_job(self, tenant: &str, seq: u64, default_max_attempts: u32, now: DateTime<Utc>) -> Job {
+        Job {
+            seq,
+            job_uuid: self.job_uuid,
+            tenant: tenant.to_owned(),
+            user_id: self.user_id,
+            trace_id: self.trace_id,
+            queue: self.queue,
+            kind: self.kind,
+            payload: self.payload,
+            schema_version: self.schema_version,
+            format_version: crate::model::JOB_FORMAT_VERSION,
+            priority: self.priority,
+            run_at: self.run_at,
+            attempt: 0,
+            max_attempts: self.max_attempts.unwrap_or(default_max_attempts),
+            state: JobState::Pending,
+            parked: false,
+            stuck: false,
+            legal_hold: false,
+            tags: self.tags,
+            stage: self.stage,
+            progress: None,
+            errors: Vec::new(),
+            lease: None,
+            last_token: 0,
+            due_at: (self.run_at > now).then_some(self.run_at),
+            pending_since: now,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ClaimRequest {
     pub tenant: String,
@@ -60,16 +98,33 @@ pub struct ClaimRequest {
 /// A worker's or a person's action on one job, named by its job_uuid.
 #[derive(Clone, Debug)]
 pub enum Command {
-    Heartbeat { token: u64, lease_ms: u64, progress: Option<(String, Value)> },
-    Complete { token: u64 },
-    Fail { token: u64, failure: Failure },
-    Release { token: u64 },
+    Heartbeat {
+        token: u64,
+        lease_ms: u64,
+        progress: Option<(String, Value)>,
+    },
+    Complete {
+        token: u64,
+    },
+    Fail {
+        token: u64,
+        failure: Failure,
+    },
+    Release {
+        token: u64,
+    },
     Retry,
-    Replay { override_terminal: bool, resume: bool },
+    Replay {
+        override_terminal: bool,
+        resume: bool,
+    },
     Cancel,
     /// Host: a claim a validator vetoed goes back to pending after `delay_ms`,
     /// without spending an attempt.
-    Defer { token: u64, delay_ms: u64 },
+    Defer {
+        token: u64,
+        delay_ms: u64,
+    },
 }
 
 impl Command {

@@ -24,7 +24,12 @@ fn load_plugin(ctx: &WriteCtx<'_, '_>, tenant: &str, digest: &str) -> OpResult<O
     })
 }
 
-pub fn put_plugin(ctx: &mut WriteCtx<'_, '_>, plugin: Plugin, component: &[u8], artifact: &[u8]) -> OpResult<(Plugin, bool)> {
+pub fn put_plugin(
+    ctx: &mut WriteCtx<'_, '_>,
+    plugin: Plugin,
+    component: &[u8],
+    artifact: &[u8],
+) -> OpResult<(Plugin, bool)> {
     require_tenant(ctx, &plugin.tenant)?;
     if let Some(existing) = load_plugin(ctx, &plugin.tenant, &plugin.digest)? {
         return Ok((existing, false));
@@ -56,7 +61,12 @@ pub fn delete_plugin(ctx: &mut WriteCtx<'_, '_>, tenant: &str, digest: &str) -> 
         if binding.plugin == digest {
             return Err(Error::new(
                 Code::PluginInUse,
-                format!("plugin is bound to queue {} ({}, {}); unbind it first", binding.queue, binding.kind.as_str(), binding.stage.as_str()),
+                format!(
+                    "plugin is bound to queue {} ({}, {}); unbind it first",
+                    binding.queue,
+                    binding.kind.as_str(),
+                    binding.stage.as_str()
+                ),
             )
             .into());
         }
@@ -84,7 +94,13 @@ pub fn put_binding(ctx: &mut WriteCtx<'_, '_>, binding: Binding) -> OpResult<Bin
     Ok(binding)
 }
 
-pub fn delete_binding(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, kind: PluginKind, stage: Stage) -> OpResult<Binding> {
+pub fn delete_binding(
+    ctx: &mut WriteCtx<'_, '_>,
+    tenant: &str,
+    queue: &str,
+    kind: PluginKind,
+    stage: Stage,
+) -> OpResult<Binding> {
     let key = (tenant, queue, kind.as_str(), stage.code());
     let binding: Binding = match ctx.tables.bindings.get(key)? {
         Some(v) => decode(v.value())?,

@@ -12,9 +12,11 @@ use uuid::Uuid;
 
 use super::codec::decode;
 use super::tables::*;
-use super::{plugin_ops, write_ops};
 use super::writer::{OpError, WriteCtx, Writer, WriterStats};
-use super::{Change, ClaimRequest, JobFilter, JobPage, NewJob, NoteRequest, Promoted, QueueView, Store, TransitionRequest};
+use super::{
+    Change, ClaimRequest, JobFilter, JobPage, NewJob, NoteRequest, Promoted, QueueView, Store, TransitionRequest,
+};
+use super::{plugin_ops, write_ops};
 use crate::error::{Error, Result};
 use crate::model::*;
 
@@ -69,6 +71,11 @@ impl RedbStore {
     pub fn open_backend(backend: impl StorageBackend, options: &StoreOptions) -> anyhow::Result<RedbStore> {
         let db = redb::Builder::new().set_cache_size(options.cache_bytes).create_with_backend(backend)?;
         Self::start(db)
+    }
+
+    /// A store that lives in memory only (the SDK's test harness).
+    pub fn in_memory(options: &StoreOptions) -> anyhow::Result<RedbStore> {
+        Self::open_backend(redb::backends::InMemoryBackend::new(), options)
     }
 
     fn start(db: Database) -> anyhow::Result<RedbStore> {

@@ -165,7 +165,7 @@ fn config_or_create(t: &mut Tables<'_>, tenant: &str, queue: &str) -> OpResult<Q
     Ok(config)
 }
 
-pub fn insert(ctx: &mut WriteCtx<'_, '_>, tenant: &str, new: NewJob, actor: &Actor) -> OpResult<Job> {
+pub fn insert(ctx: &mut WriteCtx<'_, '_>, tenant: &str, mut new: NewJob, actor: &Actor) -> OpResult<Job> {
     let t = &mut *ctx.tables;
     if t.tenants.get(tenant)?.is_none() {
         return Err(Error::not_found("tenant").into());
@@ -202,41 +202,15 @@ pub fn insert(ctx: &mut WriteCtx<'_, '_>, tenant: &str, new: NewJob, actor: &Act
     let now = ctx.now;
     let seq = *ctx.next_seq;
     *ctx.next_seq += 1;
-    let job = Job {
-        seq,
-        job_uuid: new.job_uuid,
-        tenant: tenant.to_owned(),
-        user_id: new.user_id,
-        trace_id: new.trace_id,
-        queue: new.queue,
-        kind: new.kind,
-        payload: new.payload,
-        schema_version: new.schema_version,
-        format_version: JOB_FORMAT_VERSION,
-        priority: new.priority,
-        run_at: new.run_at,
-        attempt: 0,
-        max_attempts: new.max_attempts.unwrap_or(config.max_attempts),
-        state: JobState::Pending,
-        parked: false,
-        stuck: false,
-        legal_hold: false,
-        tags: new.tags,
-        stage: new.stage,
-        progress: None,
-        errors: Vec::new(),
-        lease: None,
-        last_token: 0,
-        due_at: (new.run_at > now).then_some(new.run_at),
-        pending_since: now,
-        revision: 1,
-        created_at: now,
-        updated_at: now,
-    };
+    let judgement = new.judgement.take();
+    let job = new.into_job(tenant, seq, config.max_attempts, now);
     t.uuids.insert(uuid_key, seq)?;
     put_job(t, None, &job)?;
-    let d = detail(json!({ "plugin": new.judgement }));
-    record(t, &job, "insert", None, actor, if new.judgement.is_some() { d } else { Map::new() }, now)?;
+    let d = match judgement {
+        Some(j) => detail(json!({ "plugin": j })),
+        None => Map::new(),
+    };
+    record(t, &job, "insert", None, actor, d, now)?;
     Ok(job)
 }
 
