@@ -34,6 +34,8 @@ pub enum Permission {
     /// The tenant's configuration and its users'.
     ManageConfig,
     ReadConfig,
+    /// Host-wide figures at `/metrics`.
+    ReadMetrics,
 }
 
 impl Role {
@@ -43,8 +45,10 @@ impl Role {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::Operator => matches!(p, ReadQueues | ManageQueues | ReadJobs | ManageJobs | ReadPlugins | ReadConfig),
-            Role::TenantAdmin => !matches!(p, ManageTenants | WorkJobs),
+            Role::Operator => {
+                matches!(p, ReadQueues | ManageQueues | ReadJobs | ManageJobs | ReadPlugins | ReadConfig | ReadMetrics)
+            }
+            Role::TenantAdmin => !matches!(p, ManageTenants | WorkJobs | ReadMetrics),
             Role::Producer => matches!(p, InsertJobs | ReadJobs | ReadQueues),
             Role::Worker => matches!(p, WorkJobs | ReadJobs | ReadQueues),
             Role::Auditor => matches!(p, ReadJobs | ReadQueues | ReadPlugins | ReadConfig),

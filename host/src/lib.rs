@@ -8,6 +8,7 @@ pub mod error;
 pub mod judge;
 pub mod machine;
 pub mod maintenance;
+pub mod metrics;
 pub mod model;
 pub mod plugins;
 pub mod pseudonym;

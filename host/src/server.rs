@@ -39,6 +39,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         RedbStore::open_in(&data, DB_FILE, &config.store)
             .with_context(|| format!("cannot open {}", db_path.display()))?,
     );
+    crate::metrics::handle();
     let keyring = Keyring::load(store.clone())?;
     if let Some(secret) = keyring.bootstrap().await? {
         write_secret(&data, BOOTSTRAP_KEY_FILE, &secret)?;

@@ -116,6 +116,21 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// The server's resident set size, in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// SIGKILL: no graceful anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -277,6 +292,35 @@ impl Api {
         let (status, job) = self.get(&format!("/v1/jobs/{job_uuid}"));
         assert_eq!(status, 200, "get job: {job}");
         job
+    }
+}
+
+/// The plugins of `plugins/`, built for wasm32-wasip2 once per test process, by crate name.
+pub fn plugin(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<std::collections::HashMap<String, PathBuf>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| sluice_sdk::testing::build_components(&workspace().join("plugins/Cargo.toml")));
+    let path = built.get(name).unwrap_or_else(|| panic!("plugin {name} was not built"));
+    std::fs::read(path).expect("read plugin")
+}
+
+impl Api {
+    /// Upload a component; returns (status, body).
+    pub fn upload(&self, wasm: Vec<u8>, name: &str, kind: &str) -> (u16, Value) {
+        let path = format!("/v1/plugins?name={name}&kind={kind}&version=1.0.0");
+        self.send(self.request(reqwest::Method::POST, &path).header("content-type", "application/wasm").body(wasm))
+    }
+
+    /// Upload a plugin of `plugins/` and bind it; returns its digest.
+    pub fn install(&self, plugin_name: &str, kind: &str, queue: &str, failure_policy: &str) -> String {
+        let (status, body) = self.upload(plugin(plugin_name), plugin_name, kind);
+        assert!(status == 201 || status == 200, "upload {plugin_name}: {body}");
+        let digest = body["digest"].as_str().expect("digest").to_owned();
+        let (status, body) = self.put(
+            &format!("/v1/bindings/{queue}/{kind}/stable"),
+            json!({ "plugin": digest, "failure_policy": failure_policy }),
+        );
+        assert_eq!(status, 200, "bind {plugin_name}: {body}");
+        digest
     }
 }
 

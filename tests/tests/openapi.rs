@@ -26,6 +26,18 @@ POST   /v1/jobs/{job_uuid}/release
 POST   /v1/jobs/{job_uuid}/retry
 POST   /v1/jobs/{job_uuid}/replay
 POST   /v1/jobs/{job_uuid}/cancel
+GET    /metrics
+POST   /v1/plugins
+GET    /v1/plugins
+GET    /v1/plugins/{digest}
+DELETE /v1/plugins/{digest}
+GET    /v1/bindings
+PUT    /v1/bindings/{queue}/{kind}/{stage}
+DELETE /v1/bindings/{queue}/{kind}/{stage}
+GET    /v1/config
+PUT    /v1/config
+GET    /v1/users/{user_id}/config
+PUT    /v1/users/{user_id}/config
 ";
 
 #[test]

@@ -8,6 +8,7 @@ mod config;
 mod extract;
 mod health;
 mod jobs;
+mod metrics;
 mod plugins;
 pub mod problem;
 mod queues;
@@ -62,6 +63,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BODY));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::health))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
