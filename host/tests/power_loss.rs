@@ -372,6 +372,7 @@ fn new_job(rng: &mut Rng, n: u64) -> NewJob {
         max_attempts: None,
         tags: Map::new(),
         stage: Stage::Stable,
+        judgement: None,
     }
 }
 
@@ -404,7 +405,14 @@ async fn finish(
         },
     };
     client(c).submitted_finishes.insert((uuid, token, action));
-    let request = TransitionRequest { tenant: tenant.to_owned(), job_uuid: uuid, command, actor: actor() };
+    let request = TransitionRequest {
+        tenant: tenant.to_owned(),
+        job_uuid: uuid,
+        command,
+        actor: actor(),
+        expected_revision: None,
+        judgement: None,
+    };
     let result = store.transition(request).await;
     let mut cl = client(c);
     match result {
@@ -835,6 +843,8 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
             job_uuid: probe.job_uuid,
             command: Command::Complete { token },
             actor: actor(),
+            expected_revision: None,
+            judgement: None,
         };
         let change = store.transition(request).await.map_err(e("probe complete"))?;
         ensure!(change.job.state == JobState::Completed, "probe job is {:?}", change.job.state);

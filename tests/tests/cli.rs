@@ -320,3 +320,49 @@ fn work_stops_gracefully_and_survives_a_server_restart() {
     let _ = Command::new("kill").args(["-TERM", &worker.id().to_string()]).status();
     assert!(worker.wait().unwrap().success());
 }
+
+#[test]
+fn plugins_subcommands() {
+    let server = Server::start();
+    let t = server.tenant("plug");
+    let cli = Cli { server: &server, key: t.tenant_admin.key.clone(), tenant: None };
+    let dir = server.dir.path();
+    let good = dir.join("require_fields.wasm");
+    std::fs::write(&good, plugin("require_fields")).unwrap();
+    let bad = dir.join("socket_user.wasm");
+    std::fs::write(&bad, plugin("socket_user")).unwrap();
+    let (good, bad) = (good.to_str().unwrap(), bad.to_str().unwrap());
+
+    assert!(cli.ok(&["plugins", "check", good, "--kind", "validator"]).contains("passes the upload checks"));
+    cli.fails(&["plugins", "check", bad, "--kind", "validator"], 1, "wasi:sockets");
+    cli.fails(&["plugins", "check", good, "--kind", "tagger"], 1, "missing export");
+
+    let plugin = cli.json(&["plugins", "upload", good, "--name", "req", "--kind", "validator", "--version", "1.0.0"]);
+    let digest = plugin["digest"].as_str().unwrap().to_owned();
+    cli.fails(
+        &["plugins", "upload", bad, "--name", "net", "--kind", "validator", "--version", "1"],
+        1,
+        "PLUGIN_INVALID",
+    );
+    cli.fails(
+        &["plugins", "upload", "/no/such.wasm", "--name", "x", "--kind", "validator", "--version", "1"],
+        2,
+        "cannot read",
+    );
+    assert!(cli.ok(&["plugins", "list"]).contains(&digest));
+    assert_eq!(cli.json(&["plugins", "show", &digest])["name"], "req");
+    cli.fails(&["plugins", "show", "nope"], 1, "NOT_FOUND");
+
+    assert!(
+        cli.ok(&["plugins", "bind", "--queue", "q", "--kind", "validator", "--plugin", &digest]).contains("bound to q")
+    );
+    cli.fails(&["plugins", "bind", "--queue", "q", "--kind", "validator", "--plugin", "nope"], 1, "NOT_FOUND");
+    cli.fails(&["plugins", "bind", "--queue", "q", "--kind", "wizard", "--plugin", &digest], 2, "--kind");
+    assert!(cli.ok(&["plugins", "bindings"]).contains(&digest));
+    cli.fails(&["plugins", "delete", &digest], 1, "PLUGIN_IN_USE");
+    assert!(cli.ok(&["plugins", "unbind", "--queue", "q", "--kind", "validator"]).contains("unbound"));
+    cli.fails(&["plugins", "unbind", "--queue", "q", "--kind", "validator"], 1, "NOT_FOUND");
+    assert!(cli.ok(&["plugins", "delete", &digest]).contains("deleted"));
+    assert!(cli.ok(&["plugins", "--help"]).contains("upload"));
+    assert!(cli.ok(&["plugins", "bind", "--help"]).contains("Example"));
+}

@@ -26,26 +26,6 @@ const ORDER_JOBS: usize = 24;
 const PRIORITIES: [i32; 4] = [-10, 0, 5, 20];
 const LEASE_MS: u64 = 1000;
 
-/// Small PRNG (xorshift64*), seeded from a v4 uuid.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        Rng((uuid::Uuid::new_v4().as_u128() as u64) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
 #[derive(Default)]
 struct ProducerLog {
     /// (job_uuid, payload n) answered 201.

@@ -126,7 +126,7 @@ fn batch_accepts_and_refuses_each_job_on_its_own() {
 fn claims_follow_priority_then_run_at_then_insertion_and_wait_for_delays() {
     let server = Server::start();
     let t = server.tenant("acme");
-    let past = |s: i64| (chrono_like_now_minus(s)).to_string();
+    let past = |s: i64| (seconds_ago(s)).to_string();
     let a = t.producer.insert("q", json!({ "priority": 0 }))["job_uuid"].clone();
     let b = t.producer.insert("q", json!({ "priority": 5 }))["job_uuid"].clone();
     let c = t.producer.insert("q", json!({ "priority": 0, "run_at": past(60) }))["job_uuid"].clone();
@@ -151,21 +151,9 @@ fn claims_follow_priority_then_run_at_then_insertion_and_wait_for_delays() {
     assert_eq!(body["jobs"][0]["job_uuid"], late);
 }
 
-/// RFC 3339 time `s` seconds ago (UTC), without a date crate.
-fn chrono_like_now_minus(s: i64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 - s;
-    let (days, secs) = (now.div_euclid(86_400), now.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+/// RFC 3339 time `s` seconds ago.
+fn seconds_ago(s: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::seconds(s)).to_rfc3339()
 }
 
 #[test]

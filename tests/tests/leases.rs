@@ -22,77 +22,6 @@ const QUEUE: &str = "leases";
 /// Workers that die for good at some point (the others die and come back).
 const PERMANENT_DEATHS: usize = 2;
 
-/// Small deterministic-per-seed PRNG (xorshift64*), seeded from a v4 uuid.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        Rng((uuid::Uuid::new_v4().as_u128() as u64) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in [lo, hi].
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-}
-
-/// Milliseconds since the epoch of an RFC 3339 timestamp as the server writes them
-/// (`2025-01-02T03:04:05.678Z`, fraction optional, `Z` or `+hh:mm`).
-fn ms_of(v: &Value) -> i64 {
-    let s = v.as_str().unwrap_or_else(|| panic!("timestamp expected, got {v}"));
-    parse_rfc3339_ms(s)
-}
-
-fn parse_rfc3339_ms(s: &str) -> i64 {
-    let b = s.as_bytes();
-    let num = |from: usize, to: usize| -> i64 { s[from..to].parse().unwrap_or_else(|_| panic!("bad timestamp {s}")) };
-    assert!(b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T', "bad timestamp {s}");
-    let (y, mo, d) = (num(0, 4), num(5, 7), num(8, 10));
-    let (h, mi, sec) = (num(11, 13), num(14, 16), num(17, 19));
-    let mut i = 19;
-    let mut frac_ms = 0;
-    if b[i] == b'.' {
-        let start = i + 1;
-        i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let digits = &s[start..i];
-        let three: String = digits.chars().chain("000".chars()).take(3).collect();
-        frac_ms = three.parse::<i64>().unwrap();
-    }
-    let offset_min = match &s[i..] {
-        "Z" | "z" => 0,
-        off => {
-            let sign = if off.starts_with('-') { -1 } else { 1 };
-            sign * (off[1..3].parse::<i64>().unwrap() * 60 + off[4..6].parse::<i64>().unwrap())
-        }
-    };
-    // Days from the civil date (H. Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    days * 86_400_000 + (h * 3600 + mi * 60 + sec) * 1000 + frac_ms - offset_min * 60_000
-}
-
 #[derive(Clone, Debug)]
 struct ClaimRec {
     uuid: String,
@@ -214,14 +143,6 @@ fn worker_loop(api: Api, index: usize, done: Arc<AtomicBool>) -> WorkerLog {
         }
     }
     log
-}
-
-#[test]
-fn timestamp_parser() {
-    assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), 0);
-    assert_eq!(parse_rfc3339_ms("2000-03-01T00:00:00.5Z"), 951_868_800_500);
-    assert_eq!(parse_rfc3339_ms("2024-02-29T23:59:59.123Z"), 1_709_251_199_123);
-    assert_eq!(parse_rfc3339_ms("2024-03-01T01:59:59.123+02:00"), 1_709_251_199_123);
 }
 
 #[test]

@@ -26,10 +26,10 @@ pub async fn put(
     Json(config): Json<TenantConfig>,
 ) -> ApiResult<axum::Json<TenantConfig>> {
     let scope = caller.tenant(Permission::ManageConfig, "change configuration")?;
-    if let (Some(min), Some(max)) = (config.min_retention_days, config.max_retention_days) {
-        if min > max {
-            return Err(Error::validation("min_retention_days is above max_retention_days").into());
-        }
+    if let (Some(min), Some(max)) = (config.min_retention_days, config.max_retention_days)
+        && min > max
+    {
+        return Err(Error::validation("min_retention_days is above max_retention_days").into());
     }
     // The tenant's own tags must pass the compliance rules on their own.
     crate::tags::merge(&crate::tags::Sources {

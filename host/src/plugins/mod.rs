@@ -21,6 +21,8 @@ pub use compile::{Compiler, compile_stdin_to_stdout, engine_args};
 pub use engine::engine;
 pub use limits::PluginLimits;
 pub use sandbox::{CallFailure, CallReport};
+/// An action a validator judges (the contract's own enum).
+pub use wit::types::Action;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,6 +83,8 @@ pub struct PluginHost {
     store: Arc<dyn JobStore>,
     loaded: DashMap<(String, String), Arc<LoadedPlugin>>,
     bindings: ArcSwap<BindingMap>,
+    /// One permit per pooling-allocator slot: calls beyond them wait their turn.
+    slots: tokio::sync::Semaphore,
 }
 
 fn digest_of(bytes: &[u8]) -> String {
@@ -100,11 +104,12 @@ impl PluginHost {
         let host = PluginHost {
             engine,
             linker,
-            limits,
             compiler,
             store,
             loaded: DashMap::new(),
             bindings: ArcSwap::from_pointee(HashMap::new()),
+            slots: tokio::sync::Semaphore::new(limits.concurrent_calls as usize),
+            limits,
         };
         for plugin in host.store.plugins(None)? {
             host.load(plugin).await?;
@@ -167,7 +172,7 @@ impl PluginHost {
         }
         let artifact = self.compiler.precompile(&self.engine, &bytes, &self.limits).await?;
         // Linking proves the imports resolve before anything is stored.
-        let component = unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| Error::internal(e))?;
+        let component = unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(Error::internal)?;
         self.instance_pre(upload.kind, &component)
             .map_err(|e| Error::new(Code::PluginInvalid, format!("the component does not link: {e:#}")))?;
         let plugin = Plugin {
@@ -231,6 +236,12 @@ impl PluginHost {
             .cloned()
     }
 
+    /// Run one call in a fresh sandbox, once a slot is free.
+    async fn run<T>(&self, body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<T>) -> CallReport<T> {
+        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        sandbox::run(&self.engine, &self.limits, body).await
+    }
+
     /// Judge an action on a job.
     pub async fn validate(
         &self,
@@ -242,14 +253,15 @@ impl PluginHost {
     ) -> CallReport<Verdict> {
         let KindPre::Validator(pre) = &plugin.pre else { return wrong_kind(plugin) };
         let view = job_view(job);
-        let report = sandbox::run(&self.engine, &self.limits, async |store: &mut Store<CallState>| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance
-                .sluice_plugin_validator()
-                .call_validate(&mut *store, &view, action.wit(), state(from), state(to))
-                .await
-        })
-        .await;
+        let report = self
+            .run(async |store: &mut Store<CallState>| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .sluice_plugin_validator()
+                    .call_validate(&mut *store, &view, action, state(from), state(to))
+                    .await
+            })
+            .await;
         map_report(report, |r| match r {
             Ok(()) => Verdict::Allow,
             Err(types::Rejection { code, reason }) => Verdict::Reject { code, reason },
@@ -264,11 +276,12 @@ impl PluginHost {
     ) -> CallReport<std::result::Result<Vec<(String, Value)>, String>> {
         let KindPre::Tagger(pre) = &plugin.pre else { return wrong_kind(plugin) };
         let view = job_view(job);
-        let report = sandbox::run(&self.engine, &self.limits, async |store: &mut Store<CallState>| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.sluice_plugin_tagger().call_tag(&mut *store, &view).await
-        })
-        .await;
+        let report = self
+            .run(async |store: &mut Store<CallState>| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.sluice_plugin_tagger().call_tag(&mut *store, &view).await
+            })
+            .await;
         map_report(report, |r| {
             r.and_then(|tags| {
                 tags.into_iter()
@@ -291,7 +304,7 @@ impl PluginHost {
         up: bool,
     ) -> CallReport<std::result::Result<String, String>> {
         let KindPre::Migrator(pre) = &plugin.pre else { return wrong_kind(plugin) };
-        sandbox::run(&self.engine, &self.limits, async |store: &mut Store<CallState>| {
+        self.run(async |store: &mut Store<CallState>| {
             let instance = pre.instantiate_async(&mut *store).await?;
             let m = instance.sluice_plugin_migrator();
             if up { m.call_up(&mut *store, payload, from).await } else { m.call_down(&mut *store, payload, from).await }
@@ -312,11 +325,12 @@ impl PluginHost {
             stuck: stats.stuck,
             oldest_pending_ms: stats.oldest_pending_ms,
         };
-        let report = sandbox::run(&self.engine, &self.limits, async |store: &mut Store<CallState>| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.sluice_plugin_alert_policy().call_evaluate(&mut *store, &input).await
-        })
-        .await;
+        let report = self
+            .run(async |store: &mut Store<CallState>| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.sluice_plugin_alert_policy().call_evaluate(&mut *store, &input).await
+            })
+            .await;
         map_report(report, |alerts| {
             alerts
                 .into_iter()
@@ -355,32 +369,6 @@ fn wrong_kind<T>(plugin: &LoadedPlugin) -> CallReport<T> {
 
 fn map_report<A, B>(report: CallReport<A>, f: impl FnOnce(A) -> B) -> CallReport<B> {
     CallReport { result: report.result.map(f), fuel: report.fuel, duration: report.duration, output: report.output }
-}
-
-/// An action a validator judges.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Claim,
-    Complete,
-    Fail,
-    Release,
-    Retry,
-    Replay,
-    Cancel,
-}
-
-impl Action {
-    fn wit(self) -> types::Action {
-        match self {
-            Action::Claim => types::Action::Claim,
-            Action::Complete => types::Action::Complete,
-            Action::Fail => types::Action::Fail,
-            Action::Release => types::Action::Release,
-            Action::Retry => types::Action::Retry,
-            Action::Replay => types::Action::Replay,
-            Action::Cancel => types::Action::Cancel,
-        }
-    }
 }
 
 fn state(s: JobState) -> types::State {

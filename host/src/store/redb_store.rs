@@ -133,6 +133,22 @@ fn seq_of(txn: &ReadTransaction, tenant: &str, job_uuid: Uuid) -> Result<Option<
     Ok(seq.filter(|&s| s != 0))
 }
 
+/// Decode the JSON values of a range for as long as its keys pass `keep`.
+fn decode_while<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+    range: redb::Range<'_, K, &'static [u8]>,
+    keep: impl Fn(&K::SelfType<'_>) -> bool,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for entry in range {
+        let (k, v) = entry.map_err(internal)?;
+        if !keep(&k.value()) {
+            break;
+        }
+        out.push(decode(v.value())?);
+    }
+    Ok(out)
+}
+
 /// The time of the first entry of a (time ms, seq) index.
 fn first_time(txn: &ReadTransaction, table: redb::TableDefinition<(u64, u64), ()>) -> Result<Option<DateTime<Utc>>> {
     let t = txn.open_table(table).map_err(internal)?;
@@ -356,19 +372,10 @@ impl Store for RedbStore {
     fn plugins(&self, tenant: Option<&str>) -> Result<Vec<Plugin>> {
         let txn = self.read()?;
         let t = txn.open_table(PLUGINS).map_err(internal)?;
-        let range = match tenant {
-            Some(tenant) => t.range((tenant, "")..).map_err(internal)?,
-            None => t.range::<(&str, &str)>(..).map_err(internal)?,
-        };
-        let mut out = Vec::new();
-        for entry in range {
-            let (k, v) = entry.map_err(internal)?;
-            if tenant.is_some_and(|tn| k.value().0 != tn) {
-                break;
-            }
-            out.push(decode(v.value())?);
+        match tenant {
+            Some(tenant) => decode_while(t.range((tenant, "")..).map_err(internal)?, |k| k.0 == tenant),
+            None => decode_while(t.range::<(&str, &str)>(..).map_err(internal)?, |_| true),
         }
-        Ok(out)
     }
 
     fn plugin_component(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>> {
@@ -395,19 +402,10 @@ impl Store for RedbStore {
     fn bindings(&self, tenant: Option<&str>) -> Result<Vec<Binding>> {
         let txn = self.read()?;
         let t = txn.open_table(BINDINGS).map_err(internal)?;
-        let range = match tenant {
-            Some(tenant) => t.range((tenant, "", "", 0u8)..).map_err(internal)?,
-            None => t.range::<(&str, &str, &str, u8)>(..).map_err(internal)?,
-        };
-        let mut out = Vec::new();
-        for entry in range {
-            let (k, v) = entry.map_err(internal)?;
-            if tenant.is_some_and(|tn| k.value().0 != tn) {
-                break;
-            }
-            out.push(decode(v.value())?);
+        match tenant {
+            Some(tenant) => decode_while(t.range((tenant, "", "", 0u8)..).map_err(internal)?, |k| k.0 == tenant),
+            None => decode_while(t.range::<(&str, &str, &str, u8)>(..).map_err(internal)?, |_| true),
         }
-        Ok(out)
     }
 
     fn tenant_config(&self, tenant: &str) -> Result<TenantConfig> {
