@@ -36,6 +36,8 @@ pub enum Permission {
     ReadConfig,
     /// Host-wide figures at `/metrics`.
     ReadMetrics,
+    /// Pause and resume the whole host.
+    ManageHost,
 }
 
 impl Role {
@@ -46,9 +48,19 @@ impl Role {
         match self {
             Role::Admin => true,
             Role::Operator => {
-                matches!(p, ReadQueues | ManageQueues | ReadJobs | ManageJobs | ReadPlugins | ReadConfig | ReadMetrics)
+                matches!(
+                    p,
+                    ReadQueues
+                        | ManageQueues
+                        | ReadJobs
+                        | ManageJobs
+                        | ReadPlugins
+                        | ReadConfig
+                        | ReadMetrics
+                        | ManageHost
+                )
             }
-            Role::TenantAdmin => !matches!(p, ManageTenants | WorkJobs | ReadMetrics),
+            Role::TenantAdmin => !matches!(p, ManageTenants | WorkJobs | ReadMetrics | ManageHost),
             Role::Producer => matches!(p, InsertJobs | ReadJobs | ReadQueues),
             Role::Worker => matches!(p, WorkJobs | ReadJobs | ReadQueues),
             Role::Auditor => matches!(p, ReadJobs | ReadQueues | ReadPlugins | ReadConfig),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::model::Plugin;
-use crate::store::WriterStats;
+use crate::model::{JobState, Plugin, now_ms};
+use crate::store::{Store, WriterStats};
 
 /// Install the recorder once per process; later calls return the same handle.
 pub fn handle() -> &'static PrometheusHandle {
@@ -45,4 +45,67 @@ pub fn writer(stats: &WriterStats) {
     metrics::gauge!("sluice_writer_commits").set(stats.commits as f64);
     metrics::gauge!("sluice_writer_largest_batch").set(stats.largest_batch as f64);
     metrics::gauge!("sluice_writer_queued_requests").set(stats.queued as f64);
+}
+
+/// Gauges read from the store at scrape time (so after a crash and restart they
+/// agree with the counts the API reports): jobs by tenant, queue and state,
+/// stuck jobs, queue depth, age of the oldest ready job, open breakers.
+pub fn refresh_from_store(store: &dyn Store) -> crate::error::Result<()> {
+    use std::collections::BTreeMap;
+    let now = now_ms();
+    // Every state of every queue gets a value, zeros included: a count that fell
+    // to zero must not leave its last value standing.
+    let mut queues: BTreeMap<(String, String), ([u64; 5], u64)> = BTreeMap::new();
+    for row in store.counts()? {
+        let entry = queues.entry((row.tenant, row.queue)).or_default();
+        match row.state {
+            Some(state) => entry.0[state.code() as usize] = row.jobs,
+            None => entry.1 = row.jobs,
+        }
+    }
+    for ((tenant, queue), (by_state, stuck)) in queues {
+        for state in JobState::ALL {
+            let n = by_state[state.code() as usize] as f64;
+            metrics::gauge!("sluice_jobs", "tenant" => tenant.clone(), "queue" => queue.clone(), "state" => state.as_str()).set(n);
+        }
+        let depth = by_state[JobState::Pending.code() as usize] as f64;
+        metrics::gauge!("sluice_queue_depth", "tenant" => tenant.clone(), "queue" => queue.clone()).set(depth);
+        metrics::gauge!("sluice_jobs_stuck", "tenant" => tenant.clone(), "queue" => queue.clone()).set(stuck as f64);
+        let age =
+            store.oldest_ready(&tenant, &queue)?.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+        metrics::gauge!("sluice_queue_oldest_pending_seconds", "tenant" => tenant, "queue" => queue).set(age);
+    }
+    for (tenant, queue, breaker) in store.breakers()? {
+        let open = if breaker.is_open() { 1.0 } else { 0.0 };
+        metrics::gauge!("sluice_breaker_open", "tenant" => tenant, "queue" => queue, "kind" => breaker.kind).set(open);
+    }
+    Ok(())
+}
+
+/// One state change of a job.
+pub fn transition(tenant: &str, queue: &str, action: &str, to: JobState) {
+    metrics::counter!("sluice_transitions_total", "tenant" => tenant.to_owned(), "queue" => queue.to_owned(), "action" => action.to_owned(), "to" => to.as_str())
+        .increment(1);
+}
+
+/// One failed attempt, by its error code.
+pub fn failure(tenant: &str, queue: &str, code: &str) {
+    metrics::counter!("sluice_job_failures_total", "tenant" => tenant.to_owned(), "queue" => queue.to_owned(), "code" => code.to_owned())
+        .increment(1);
+}
+
+/// One refused request on a job, by code (illegal transitions, lost leases ...).
+pub fn refusal(tenant: &str, action: &str, code: &str) {
+    metrics::counter!("sluice_refusals_total", "tenant" => tenant.to_owned(), "action" => action.to_owned(), "code" => code.to_owned())
+        .increment(1);
+}
+
+/// How long an insert or a claim took, end to end in the service.
+pub fn latency(operation: &'static str, duration: Duration) {
+    metrics::histogram!("sluice_request_duration_seconds", "operation" => operation).record(duration.as_secs_f64());
+}
+
+/// Requests in one writer batch.
+pub fn batch(size: usize) {
+    metrics::histogram!("sluice_writer_batch_size").record(size as f64);
 }

@@ -122,6 +122,9 @@ pub struct Job {
     pub state: JobState,
     pub parked: bool,
     pub stuck: bool,
+    /// When the job becomes stuck if nothing happens (absent while stuck).
+    #[serde(default)]
+    pub stuck_at: Option<DateTime<Utc>>,
     pub legal_hold: bool,
     #[schema(value_type = Object)]
     pub tags: Map<String, Value>,
@@ -151,6 +154,28 @@ impl Job {
             Some(_) => return Ok(()),
         };
         Err(crate::error::Error::new(crate::error::Code::LeaseLost, reason))
+    }
+}
+
+impl Job {
+    /// When this job becomes stuck if nothing happens (DESIGN.md): pending past
+    /// the pending timeout from max(run_at, when it became pending); processing
+    /// past the processing timeout since it was claimed or last saved progress;
+    /// failed and parked past the parked timeout. `None`: it cannot get stuck.
+    pub fn stuck_deadline(&self, config: &QueueConfig) -> Option<DateTime<Utc>> {
+        let after = |since: DateTime<Utc>, timeout_ms: u64| {
+            (timeout_ms > 0).then(|| since + chrono::Duration::milliseconds(timeout_ms as i64))
+        };
+        match self.state {
+            JobState::Pending => after(self.run_at.max(self.pending_since), config.pending_timeout_ms),
+            JobState::Processing => {
+                let claimed = self.lease.as_ref().map(|l| l.acquired_at)?;
+                let since = self.progress.as_ref().map_or(claimed, |p| p.saved_at.max(claimed));
+                after(since, config.processing_timeout_ms)
+            }
+            JobState::Failed if self.parked => after(self.updated_at, config.parked_timeout_ms),
+            _ => None,
+        }
     }
 }
 
@@ -222,6 +247,20 @@ pub struct QueueConfig {
     pub breaker_window_ms: u64,
     /// Payload schema versions inserts may carry. Default [1].
     pub schema_versions: Vec<u32>,
+    /// A pending job is stuck after this long without being claimed, counted from
+    /// max(run_at, when it became pending). Default 1 h; 0 turns it off.
+    #[serde(default = "hour")]
+    pub pending_timeout_ms: u64,
+    /// A processing job is stuck after this long without saving progress (a bare
+    /// heartbeat is not progress). Default 15 min; 0 turns it off.
+    #[serde(default = "quarter")]
+    pub processing_timeout_ms: u64,
+    /// A failed, parked job is stuck after this long. Default 1 h; 0 turns it off.
+    #[serde(default = "hour")]
+    pub parked_timeout_ms: u64,
+    /// No job is handed out while paused (set by pause and resume, not by PUT).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl Default for QueueConfig {
@@ -233,8 +272,20 @@ impl Default for QueueConfig {
             breaker_threshold: 20,
             breaker_window_ms: 60_000,
             schema_versions: vec![1],
+            pending_timeout_ms: hour(),
+            processing_timeout_ms: quarter(),
+            parked_timeout_ms: hour(),
+            paused: false,
         }
     }
+}
+
+fn hour() -> u64 {
+    3_600_000
+}
+
+fn quarter() -> u64 {
+    900_000
 }
 
 /// The failure breaker of one (tenant, queue, kind) (QUEUE-010).

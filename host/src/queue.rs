@@ -20,7 +20,8 @@ use crate::model::*;
 use crate::plugins::PluginHost;
 use crate::pseudonym::Pseudonyms;
 use crate::store::{
-    Change, ClaimRequest, Command, JobFilter, JobPage, NewJob, NoteRequest, QueueView, Store, TransitionRequest,
+    Change, ClaimRequest, Command, JobFilter, JobPage, NewJob, NoteRequest, PauseScope, QueueView, Store,
+    TransitionRequest,
 };
 
 /// How often an action is judged again when the job changed under the plugin.
@@ -202,6 +203,7 @@ impl QueueService {
         traceparent: Option<&str>,
         actor: &Actor,
     ) -> Result<Vec<Result<Job>>> {
+        let started = std::time::Instant::now();
         let now = now_ms();
         // Each job is checked, tagged and stored on its own; its result keeps its place.
         let mut results: Vec<Option<Result<Job>>> = Vec::with_capacity(inputs.len());
@@ -228,6 +230,7 @@ impl QueueService {
             results[i] = Some(stored);
         }
         let results: Vec<Result<Job>> = results.into_iter().map(|r| r.expect("every job has a result")).collect();
+        crate::metrics::latency("insert", started.elapsed());
         for job in results.iter().flatten() {
             self.log(job, "insert", None, actor);
             if job.due_at.is_none() {
@@ -269,11 +272,17 @@ impl QueueService {
             let notified = waiter.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let jobs = self.store.claim(request.clone()).await?;
+            let started = std::time::Instant::now();
+            let claimed = self.store.claim(request.clone()).await?;
+            if claimed.paused {
+                return Ok(ClaimOutcome { jobs: Vec::new(), paused: true });
+            }
+            let jobs = claimed.jobs;
             for job in &jobs {
                 self.log(job, "claim", Some(JobState::Pending), actor);
             }
             let jobs = self.judge_claims(tenant, queue, input.stage, jobs, actor).await?;
+            crate::metrics::latency("claim", started.elapsed());
             if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(ClaimOutcome { jobs, paused: false });
             }
@@ -381,14 +390,22 @@ impl QueueService {
             }
             Err(e) => {
                 tracing::info!(target: "sluice::job", action = name, tenant, job_uuid = %job_uuid, actor = %actor, code = e.code.as_str(), reason = %e.reason, "action refused");
+                crate::metrics::refusal(tenant, name, e.code.as_str());
                 Err(e)
             }
         }
     }
 
-    /// Log a change and wake claimers when it made a job ready.
+    /// Log a change, count it, and wake claimers when it made a job ready.
     pub fn after(&self, change: &Change, actor: &Actor) {
-        self.log(&change.job, change.action, Some(change.from), actor);
+        let job = &change.job;
+        self.log(job, change.action, Some(change.from), actor);
+        crate::metrics::transition(&job.tenant, &job.queue, change.action, job.state);
+        if matches!(change.action, "fail" | "lease_expired")
+            && let Some(error) = job.errors.last()
+        {
+            crate::metrics::failure(&job.tenant, &job.queue, &error.code);
+        }
         if change.job.state == JobState::Pending && change.job.due_at.is_none() {
             self.wake(&change.job.tenant, &change.job.queue);
         }
@@ -440,6 +457,32 @@ impl QueueService {
         let config = self.store.put_queue_config(tenant, name, config).await?;
         tracing::info!(target: "sluice::queue", action = "configure", tenant, queue = name, actor = %actor, "queue configured");
         Ok(config)
+    }
+
+    /// Pause or resume a queue or the host; logged with who did it.
+    pub async fn set_paused(&self, scope: PauseScope, paused: bool, actor: &Actor) -> Result<()> {
+        if let PauseScope::Queue { queue, .. } = &scope {
+            check_queue_name(queue)?;
+        }
+        self.store.set_paused(scope.clone(), paused).await?;
+        let action = if paused { "pause" } else { "resume" };
+        match &scope {
+            PauseScope::Host => {
+                tracing::info!(target: "sluice::audit", action, scope = "host", actor = %actor, "host {action}d")
+            }
+            PauseScope::Queue { tenant, queue } => {
+                tracing::info!(target: "sluice::audit", action, scope = "queue", tenant = %tenant, queue = %queue, actor = %actor, "queue {action}d");
+                if !paused {
+                    self.wake(tenant, queue);
+                }
+            }
+        }
+        if !paused && matches!(scope, PauseScope::Host) {
+            for waiter in self.waiters.iter() {
+                waiter.notify_waiters();
+            }
+        }
+        Ok(())
     }
 
     pub async fn reset_breakers(&self, tenant: &str, name: &str, actor: &Actor) -> Result<usize> {

@@ -50,9 +50,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         PluginHost::start(store.clone(), config.plugins.clone(), compiler).await.context("cannot load plugins")?,
     );
     let queue = Arc::new(QueueService::new(store.clone(), plugins));
-    let app = Arc::new(App { queue: queue.clone(), keyring });
+    let loop_health = Arc::new(maintenance::LoopHealth::default());
+    let app = Arc::new(App { queue: queue.clone(), keyring, loops: loop_health.clone() });
     let stop = CancellationToken::new();
-    let loops = maintenance::start(queue.clone(), &config.maintenance, stop.clone());
+    let loops = maintenance::start(queue.clone(), &config.maintenance, loop_health, stop.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -496,9 +496,9 @@ async fn worker_task(store: Arc<RedbStore>, c: Shared, tenant: String, budget: A
             let result = store.claim(request).await;
             let mut cl = client(&c);
             match result {
-                Ok(jobs) => {
+                Ok(claimed) => {
                     cl.acked_requests += 1;
-                    for job in jobs {
+                    for job in claimed.jobs {
                         let token = job.lease.as_ref().map(|l| l.token).expect("a claimed job holds a lease");
                         assert_eq!(token, job.last_token);
                         cl.acks.push(Ack::of("claim", &job));
@@ -835,7 +835,8 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
                 actor: actor(),
             })
             .await
-            .map_err(e("probe claim"))?;
+            .map_err(e("probe claim"))?
+            .jobs;
         ensure!(claimed.len() == 1 && claimed[0].job_uuid == probe.job_uuid, "probe claim got {} jobs", claimed.len());
         let token = claimed[0].last_token;
         let request = TransitionRequest {

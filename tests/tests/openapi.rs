@@ -27,6 +27,11 @@ POST   /v1/jobs/{job_uuid}/retry
 POST   /v1/jobs/{job_uuid}/replay
 POST   /v1/jobs/{job_uuid}/cancel
 GET    /metrics
+GET    /v1/stats
+POST   /v1/queues/{queue}/pause
+POST   /v1/queues/{queue}/resume
+POST   /v1/admin/pause
+POST   /v1/admin/resume
 POST   /v1/plugins
 GET    /v1/plugins
 GET    /v1/plugins/{digest}

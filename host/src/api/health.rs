@@ -1,11 +1,17 @@
-//! `/health`: no key needed, no tenant data.
+//! `/health`: no key needed, no tenant data. Liveness, readiness (503 when not
+//! ready) and job counts by state.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::model::JobState;
 use crate::store::WriterStats;
+
+/// Above this many queued write requests the host reports itself not ready.
+const WRITER_BACKLOG_LIMIT: u64 = 10_000;
 
 #[derive(Serialize, ToSchema)]
 pub struct WriterHealth {
@@ -19,14 +25,80 @@ pub struct WriterHealth {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Health {
-    pub status: &'static str,
-    pub writer: WriterHealth,
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
 }
 
-/// Liveness and the writer's counts.
-#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)))]
-pub async fn health(State(app): State<AppState>) -> axum::Json<Health> {
-    let WriterStats { requests, commits, largest_batch, queued, .. } = app.store().writer_stats();
-    axum::Json(Health { status: "ok", writer: WriterHealth { requests, commits, largest_batch, queued } })
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `not_ready`.
+    pub status: &'static str,
+    pub live: bool,
+    pub ready: bool,
+    pub checks: Vec<Check>,
+    /// The whole host is paused (no job is handed out).
+    pub paused: bool,
+    pub writer: WriterHealth,
+    /// Jobs by state over every tenant, and how many are stuck.
+    #[schema(value_type = Object)]
+    pub jobs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Liveness, readiness and job counts.
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(State(app): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+    let store = app.store();
+    let WriterStats { requests, commits, largest_batch, queued, failure } = store.writer_stats();
+    let counts = store.counts();
+    let paused = store.host_paused();
+    let stalled = app.loops.stalled();
+    let checks = vec![
+        Check {
+            name: "database",
+            ok: counts.is_ok() && paused.is_ok(),
+            detail: counts.as_ref().err().map_or("readable".into(), |e| e.reason.clone()),
+        },
+        Check {
+            name: "writer",
+            ok: failure.is_none() && queued < WRITER_BACKLOG_LIMIT,
+            detail: failure.unwrap_or_else(|| format!("{queued} requests queued")),
+        },
+        Check {
+            name: "plugin_engine",
+            ok: true,
+            detail: format!("{} plugin calls at once", app.queue.plugins().limits().concurrent_calls),
+        },
+        Check {
+            name: "maintenance",
+            ok: stalled.is_empty(),
+            detail: if stalled.is_empty() {
+                "all loops running".into()
+            } else {
+                format!("stalled: {}", stalled.join(", "))
+            },
+        },
+    ];
+    let ready = checks.iter().all(|c| c.ok);
+    let mut jobs = serde_json::Map::new();
+    for state in JobState::ALL {
+        jobs.insert(state.as_str().into(), 0.into());
+    }
+    jobs.insert("stuck".into(), 0.into());
+    for row in counts.unwrap_or_default() {
+        let key = row.state.map_or("stuck", JobState::as_str);
+        let n = jobs[key].as_u64().unwrap_or(0) + row.jobs;
+        jobs.insert(key.into(), n.into());
+    }
+    let health = Health {
+        status: if ready { "ok" } else { "not_ready" },
+        live: true,
+        ready,
+        checks,
+        paused: paused.unwrap_or(false),
+        writer: WriterHealth { requests, commits, largest_batch, queued },
+        jobs,
+    };
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(health))
 }

@@ -106,6 +106,8 @@ pub struct ListParams {
     pub kind: Option<String>,
     pub user_id: Option<String>,
     pub parked: Option<bool>,
+    /// Jobs flagged stuck (or not).
+    pub stuck: Option<bool>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<u64>,
     /// 1 to 500, default 100.
@@ -130,7 +132,14 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(Error::validation("limit: 1 to 500").into());
     }
-    let filter = JobFilter { queue: p.queue, state: p.state, kind: p.kind, user_id: p.user_id, parked: p.parked };
+    let filter = JobFilter {
+        queue: p.queue,
+        state: p.state,
+        kind: p.kind,
+        user_id: p.user_id,
+        parked: p.parked,
+        stuck: p.stuck,
+    };
     let page = app.queue.jobs(&scope.tenant, &filter, p.cursor, limit)?;
     Ok(axum::Json(JobList { jobs: page.jobs, next_cursor: page.next_cursor }))
 }

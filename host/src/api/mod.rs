@@ -38,6 +38,7 @@ pub const MAX_PLUGIN_BODY: usize = 64 << 20;
 pub struct App {
     pub queue: Arc<QueueService>,
     pub keyring: Keyring,
+    pub loops: Arc<crate::maintenance::LoopHealth>,
 }
 
 pub type AppState = Arc<App>;
@@ -64,12 +65,17 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::health))
         .routes(routes!(metrics::metrics))
+        .routes(routes!(metrics::stats))
         .routes(routes!(admin::create_tenant, admin::list_tenants))
         .routes(routes!(admin::create_key, admin::list_keys))
         .routes(routes!(admin::revoke_key))
         .routes(routes!(queues::get, queues::put))
         .routes(routes!(queues::claim))
         .routes(routes!(queues::reset_breaker))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(queues::pause_host))
+        .routes(routes!(queues::resume_host))
         .routes(routes!(jobs::insert, jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::history))

@@ -11,7 +11,7 @@ use super::problem::{ApiResult, Problem};
 use crate::auth::Permission;
 use crate::model::{Breaker, JobState, QueueConfig};
 use crate::queue::{ClaimInput, ClaimOutcome};
-use crate::store::QueueView;
+use crate::store::{PauseScope, QueueView};
 
 #[derive(Serialize, ToSchema)]
 pub struct BreakerView {
@@ -41,7 +41,9 @@ impl QueueInfo {
             opened_at: b.opened_at,
             kind: b.kind,
         };
-        let counts = view.counts.iter().map(|(s, n)| (JobState::as_str(*s).to_owned(), (*n).into())).collect();
+        let mut counts: serde_json::Map<String, serde_json::Value> =
+            view.counts.iter().map(|(s, n)| (JobState::as_str(*s).to_owned(), (*n).into())).collect();
+        counts.insert("stuck".into(), view.stuck.into());
         QueueInfo {
             name: view.name,
             config: view.config,
@@ -73,6 +75,9 @@ pub struct QueueConfigInput {
     pub breaker_threshold: Option<u32>,
     pub breaker_window_ms: Option<u64>,
     pub schema_versions: Option<Vec<u32>>,
+    pub pending_timeout_ms: Option<u64>,
+    pub processing_timeout_ms: Option<u64>,
+    pub parked_timeout_ms: Option<u64>,
 }
 
 /// Set a queue's configuration (creating the queue if needed).
@@ -96,6 +101,9 @@ pub async fn put(
     config.breaker_threshold = input.breaker_threshold.unwrap_or(config.breaker_threshold);
     config.breaker_window_ms = input.breaker_window_ms.unwrap_or(config.breaker_window_ms);
     config.schema_versions = input.schema_versions.unwrap_or(config.schema_versions);
+    config.pending_timeout_ms = input.pending_timeout_ms.unwrap_or(config.pending_timeout_ms);
+    config.processing_timeout_ms = input.processing_timeout_ms.unwrap_or(config.processing_timeout_ms);
+    config.parked_timeout_ms = input.parked_timeout_ms.unwrap_or(config.parked_timeout_ms);
     app.queue.configure_queue(&scope.tenant, &queue, config, &scope.actor).await?;
     let view = app.queue.queue(&scope.tenant, &queue)?;
     Ok(axum::Json(QueueInfo::from_view(view, crate::model::now_ms())))
@@ -131,4 +139,50 @@ pub async fn reset_breaker(
     let scope = caller.tenant(Permission::ManageQueues, "reset breakers")?;
     let unparked = app.queue.reset_breakers(&scope.tenant, &queue, &scope.actor).await?;
     Ok(axum::Json(BreakerReset { unparked }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Paused {
+    pub paused: bool,
+}
+
+/// Pause a queue: claims answer with no jobs and `paused: true`; inserts, reads,
+/// retries, replays and cancels go on.
+#[utoipa::path(post, path = "/v1/queues/{queue}/pause", tag = "queues", responses((status = 200, body = Paused), (status = 422, body = Problem)))]
+pub async fn pause(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> ApiResult<axum::Json<Paused>> {
+    let scope = caller.tenant(Permission::ManageQueues, "pause queues")?;
+    app.queue.set_paused(PauseScope::Queue { tenant: scope.tenant, queue }, true, &scope.actor).await?;
+    Ok(axum::Json(Paused { paused: true }))
+}
+
+/// Resume a paused queue.
+#[utoipa::path(post, path = "/v1/queues/{queue}/resume", tag = "queues", responses((status = 200, body = Paused), (status = 422, body = Problem)))]
+pub async fn resume(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> ApiResult<axum::Json<Paused>> {
+    let scope = caller.tenant(Permission::ManageQueues, "resume queues")?;
+    app.queue.set_paused(PauseScope::Queue { tenant: scope.tenant, queue }, false, &scope.actor).await?;
+    Ok(axum::Json(Paused { paused: false }))
+}
+
+/// Pause the whole host: no queue of any tenant hands out jobs.
+#[utoipa::path(post, path = "/v1/admin/pause", tag = "admin", responses((status = 200, body = Paused)))]
+pub async fn pause_host(State(app): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Paused>> {
+    let actor = caller.global(Permission::ManageHost, "pause the host")?;
+    app.queue.set_paused(PauseScope::Host, true, &actor).await?;
+    Ok(axum::Json(Paused { paused: true }))
+}
+
+/// Resume the whole host.
+#[utoipa::path(post, path = "/v1/admin/resume", tag = "admin", responses((status = 200, body = Paused)))]
+pub async fn resume_host(State(app): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Paused>> {
+    let actor = caller.global(Permission::ManageHost, "resume the host")?;
+    app.queue.set_paused(PauseScope::Host, false, &actor).await?;
+    Ok(axum::Json(Paused { paused: false }))
 }

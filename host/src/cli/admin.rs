@@ -79,3 +79,21 @@ pub async fn keys(client: &Client, out: Output, command: KeyCommand) -> Result<(
     }
     Ok(())
 }
+
+#[derive(Subcommand)]
+pub enum HostCommand {
+    /// Pause the whole host: no queue hands out jobs. Example: sluice admin pause
+    Pause,
+    /// Resume the whole host. Example: sluice admin resume
+    Resume,
+}
+
+pub async fn host(client: &Client, out: Output, command: HostCommand) -> Result<(), CliError> {
+    let (path, message) = match command {
+        HostCommand::Pause => ("/v1/admin/pause", "host paused: no job is handed out"),
+        HostCommand::Resume => ("/v1/admin/resume", "host resumed"),
+    };
+    let r = client.post(path, json!({})).await?;
+    out.done(&r, message);
+    Ok(())
+}

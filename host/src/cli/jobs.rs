@@ -95,6 +95,9 @@ pub struct ListArgs {
     user_id: Option<String>,
     #[arg(long)]
     parked: Option<bool>,
+    /// Only jobs flagged stuck (true) or not (false).
+    #[arg(long)]
+    stuck: Option<bool>,
     /// Jobs per page (1 to 500).
     #[arg(long, default_value_t = 100)]
     limit: usize,
@@ -163,6 +166,7 @@ async fn list(client: &Client, out: Output, a: ListArgs) -> Result<(), CliError>
         ("kind", a.kind),
         ("user_id", a.user_id),
         ("parked", a.parked.map(|p| p.to_string())),
+        ("stuck", a.stuck.map(|s| s.to_string())),
     ];
     query.extend(filters.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v))));
     let mut cursor = a.cursor;

@@ -66,7 +66,10 @@ enum Commands {
     /// API keys: create (the secret is shown once), list, revoke.
     #[command(subcommand)]
     Keys(admin::KeyCommand),
-    /// Queues: show, configure, reset the failure breaker.
+    /// Host administration: pause and resume everything.
+    #[command(subcommand)]
+    Admin(admin::HostCommand),
+    /// Queues: show, configure, pause, resume, reset the failure breaker.
     #[command(subcommand)]
     Queues(queues::QueueCommand),
     /// Jobs: add (one or in bulk), get, list, history, retry, replay, cancel.
@@ -129,6 +132,9 @@ struct ServeArgs {
     /// How often the scheduler looks for due jobs, in ms.
     #[arg(long, default_value_t = 100)]
     schedule_interval_ms: u64,
+    /// How often the stuck detector looks for jobs past their timeouts, in ms.
+    #[arg(long, default_value_t = 1000)]
+    stuck_interval_ms: u64,
     #[command(flatten)]
     engine: PluginEngineArgs,
     /// Wall-clock limit of one plugin call, in ms.
@@ -165,6 +171,7 @@ pub fn main() -> ExitCode {
         Commands::Tenants(c) => runtime.block_on(admin::tenants(&client, out, c)),
         Commands::Keys(c) => runtime.block_on(admin::keys(&client, out, c)),
         Commands::Queues(c) => runtime.block_on(queues::run(&client, out, c)),
+        Commands::Admin(c) => runtime.block_on(admin::host(&client, out, c)),
         Commands::Jobs(c) => runtime.block_on(jobs::run(&client, out, c)),
         Commands::Work(args) => runtime.block_on(work::run(client, args)),
         Commands::Plugins(c) => runtime.block_on(plugins::run(&client, out, c)),
@@ -196,6 +203,7 @@ fn run_server(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
         maintenance: MaintenanceConfig {
             rescue_interval: std::time::Duration::from_millis(args.rescue_interval_ms),
             schedule_interval: std::time::Duration::from_millis(args.schedule_interval_ms),
+            stuck_interval: std::time::Duration::from_millis(args.stuck_interval_ms),
         },
         plugins: PluginLimits {
             deadline: std::time::Duration::from_millis(args.plugin_deadline_ms),

@@ -14,6 +14,10 @@ pub enum QueueCommand {
     ///
     /// Example: sluice queues set emails --max-attempts 8 --backoff-base-ms 500
     Set(SetArgs),
+    /// Stop handing out the queue's jobs (inserts go on). Example: sluice queues pause emails
+    Pause { queue: String },
+    /// Hand out the queue's jobs again. Example: sluice queues resume emails
+    Resume { queue: String },
     /// Close the queue's failure breakers; parked jobs go back to pending.
     ///
     /// Example: sluice queues reset-breaker emails
@@ -36,6 +40,15 @@ pub struct SetArgs {
     /// Accepted payload schema versions, comma-separated. Example: 1,2
     #[arg(long, value_delimiter = ',')]
     schema_versions: Option<Vec<u32>>,
+    /// Pending longer than this is stuck (0: never).
+    #[arg(long)]
+    pending_timeout_ms: Option<u64>,
+    /// Processing without progress longer than this is stuck (0: never).
+    #[arg(long)]
+    processing_timeout_ms: Option<u64>,
+    /// Parked longer than this is stuck (0: never).
+    #[arg(long)]
+    parked_timeout_ms: Option<u64>,
 }
 
 pub async fn run(client: &Client, out: Output, command: QueueCommand) -> Result<(), CliError> {
@@ -54,10 +67,21 @@ pub async fn run(client: &Client, out: Output, command: QueueCommand) -> Result<
             put("breaker_threshold", json!(a.breaker_threshold));
             put("breaker_window_ms", json!(a.breaker_window_ms));
             put("schema_versions", json!(a.schema_versions));
+            put("pending_timeout_ms", json!(a.pending_timeout_ms));
+            put("processing_timeout_ms", json!(a.processing_timeout_ms));
+            put("parked_timeout_ms", json!(a.parked_timeout_ms));
             if body.is_empty() {
                 return Err(CliError::Usage("nothing to set: give at least one setting".into()));
             }
             show(out, &client.put(&format!("/v1/queues/{}", a.queue), Value::Object(body)).await?);
+        }
+        QueueCommand::Pause { queue } => {
+            let r = client.post(&format!("/v1/queues/{queue}/pause"), json!({})).await?;
+            out.done(&r, &format!("queue {queue} paused"));
+        }
+        QueueCommand::Resume { queue } => {
+            let r = client.post(&format!("/v1/queues/{queue}/resume"), json!({})).await?;
+            out.done(&r, &format!("queue {queue} resumed"));
         }
         QueueCommand::ResetBreaker { queue } => {
             let r = client.post(&format!("/v1/queues/{queue}/breaker/reset"), json!({})).await?;

@@ -4,9 +4,12 @@
 
 pub mod rescuer;
 pub mod scheduler;
+pub mod stuck_detector;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,28 +25,72 @@ pub struct MaintenanceConfig {
     pub rescue_interval: Duration,
     /// How often the scheduler looks for due jobs. Default 100 ms.
     pub schedule_interval: Duration,
+    /// How often the stuck detector looks for jobs past their timeouts. Default 1 s.
+    pub stuck_interval: Duration,
 }
 
 impl Default for MaintenanceConfig {
     fn default() -> Self {
-        MaintenanceConfig { rescue_interval: Duration::from_millis(250), schedule_interval: Duration::from_millis(100) }
+        MaintenanceConfig {
+            rescue_interval: Duration::from_millis(250),
+            schedule_interval: Duration::from_millis(100),
+            stuck_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// When each loop last finished a pass, for readiness.
+#[derive(Default)]
+pub struct LoopHealth(DashMap<&'static str, (Instant, Duration)>);
+
+impl LoopHealth {
+    /// Loops that have not finished a pass within ten of their intervals (and 5 s).
+    pub fn stalled(&self) -> Vec<&'static str> {
+        self.0
+            .iter()
+            .filter(|e| {
+                let (last, interval) = *e.value();
+                last.elapsed() > (interval * 10).max(Duration::from_secs(5))
+            })
+            .map(|e| *e.key())
+            .collect()
+    }
+
+    fn beat(&self, name: &'static str, interval: Duration) {
+        self.0.insert(name, (Instant::now(), interval));
     }
 }
 
 /// Start every loop; they stop when `stop` is cancelled.
-pub fn start(queue: Arc<QueueService>, config: &MaintenanceConfig, stop: CancellationToken) -> Vec<JoinHandle<()>> {
-    vec![
-        spawn_loop("rescuer", config.rescue_interval, stop.clone(), {
-            let queue = queue.clone();
-            move || rescuer::pass(queue.clone(), PASS_LIMIT)
-        }),
-        spawn_loop("scheduler", config.schedule_interval, stop, move || scheduler::pass(queue.clone(), PASS_LIMIT)),
-    ]
+pub fn start(
+    queue: Arc<QueueService>,
+    config: &MaintenanceConfig,
+    health: Arc<LoopHealth>,
+    stop: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let q = queue.clone();
+    let rescuer = spawn_loop("rescuer", config.rescue_interval, stop.clone(), health.clone(), move || {
+        rescuer::pass(q.clone(), PASS_LIMIT)
+    });
+    let q = queue.clone();
+    let stuck = spawn_loop("stuck_detector", config.stuck_interval, stop.clone(), health.clone(), move || {
+        stuck_detector::pass(q.clone(), PASS_LIMIT)
+    });
+    let scheduler = spawn_loop("scheduler", config.schedule_interval, stop, health, move || {
+        scheduler::pass(queue.clone(), PASS_LIMIT)
+    });
+    vec![rescuer, stuck, scheduler]
 }
 
 /// Run `pass` every `interval` until stopped. A pass returns how many jobs it moved;
 /// a full pass runs again at once.
-fn spawn_loop<F, Fut>(name: &'static str, interval: Duration, stop: CancellationToken, pass: F) -> JoinHandle<()>
+fn spawn_loop<F, Fut>(
+    name: &'static str,
+    interval: Duration,
+    stop: CancellationToken,
+    health: Arc<LoopHealth>,
+    pass: F,
+) -> JoinHandle<()>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = crate::error::Result<usize>> + Send,
@@ -57,6 +104,7 @@ where
                     0
                 }
             };
+            health.beat(name, interval);
             if moved >= PASS_LIMIT {
                 continue;
             }

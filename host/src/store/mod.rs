@@ -68,6 +68,7 @@ impl NewJob {
             state: JobState::Pending,
             parked: false,
             stuck: false,
+            stuck_at: None,
             legal_hold: false,
             tags: self.tags,
             stage: self.stage,
@@ -93,6 +94,20 @@ pub struct ClaimRequest {
     pub limit: u32,
     pub lease_ms: u64,
     pub actor: Actor,
+}
+
+/// What a claim got: jobs, or nothing because the queue or host is paused.
+#[derive(Clone, Debug, Default)]
+pub struct Claimed {
+    pub jobs: Vec<Job>,
+    pub paused: bool,
+}
+
+/// What a pause or resume applies to.
+#[derive(Clone, Debug)]
+pub enum PauseScope {
+    Host,
+    Queue { tenant: String, queue: String },
 }
 
 /// A worker's or a person's action on one job, named by its job_uuid.
@@ -195,6 +210,15 @@ pub struct Change {
     pub action: &'static str,
 }
 
+/// One row of the job counts: `state` is `None` for the stuck count.
+#[derive(Clone, Debug)]
+pub struct CountRow {
+    pub tenant: String,
+    pub queue: String,
+    pub state: Option<JobState>,
+    pub jobs: u64,
+}
+
 /// What one scheduler pass did.
 #[derive(Debug, Default)]
 pub struct Promoted {
@@ -213,6 +237,7 @@ pub struct JobFilter {
     pub kind: Option<String>,
     pub user_id: Option<String>,
     pub parked: Option<bool>,
+    pub stuck: Option<bool>,
 }
 
 pub struct JobPage {
@@ -228,6 +253,8 @@ pub struct QueueView {
     pub config: QueueConfig,
     pub breakers: Vec<Breaker>,
     pub counts: Vec<(JobState, u64)>,
+    /// Jobs flagged stuck.
+    pub stuck: u64,
 }
 
 #[async_trait]
@@ -235,10 +262,23 @@ pub trait Store: Send + Sync + 'static {
     /// Insert jobs; each is accepted or refused on its own (order kept).
     async fn insert(&self, tenant: &str, jobs: Vec<NewJob>, actor: Actor) -> Result<Vec<Result<Job>>>;
     /// Lease up to `limit` ready jobs of one queue, in priority, ready time, insertion order.
-    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Job>>;
+    async fn claim(&self, request: ClaimRequest) -> Result<Claimed>;
+    /// Pause or resume one queue, or the whole host. Survives restarts.
+    async fn set_paused(&self, scope: PauseScope, paused: bool) -> Result<()>;
+    fn host_paused(&self) -> Result<bool>;
     async fn transition(&self, request: TransitionRequest) -> Result<Change>;
     /// Host move: expired leases become failed attempts (`LEASE_EXPIRED`).
     async fn expire_leases(&self, limit: usize) -> Result<Vec<Change>>;
+    /// Host move: flag jobs whose stuck deadline passed.
+    async fn detect_stuck(&self, limit: usize) -> Result<Vec<Change>>;
+    /// Jobs by (tenant, queue, state) for every queue; stuck counted as its own row.
+    fn counts(&self) -> Result<Vec<CountRow>>;
+    /// The ready time of the queue's next job, if any is ready.
+    fn oldest_ready(&self, tenant: &str, queue: &str) -> Result<Option<DateTime<Utc>>>;
+    /// Every failure breaker of every queue.
+    fn breakers(&self) -> Result<Vec<(String, String, Breaker)>>;
+    /// When the stuck detector next has work, if ever.
+    fn earliest_stuck(&self) -> Result<Option<DateTime<Utc>>>;
     /// Host move: delayed jobs become ready; failed jobs past their backoff go pending.
     async fn promote_due(&self, limit: usize) -> Result<Promoted>;
 

@@ -14,7 +14,8 @@ use super::codec::decode;
 use super::tables::*;
 use super::writer::{OpError, WriteCtx, Writer, WriterStats};
 use super::{
-    Change, ClaimRequest, JobFilter, JobPage, NewJob, NoteRequest, Promoted, QueueView, Store, TransitionRequest,
+    Change, ClaimRequest, Claimed, CountRow, JobFilter, JobPage, NewJob, NoteRequest, PauseScope, Promoted, QueueView,
+    Store, TransitionRequest,
 };
 use super::{plugin_ops, write_ops};
 use crate::error::{Error, Result};
@@ -163,6 +164,7 @@ impl JobFilter {
             && self.kind.as_ref().is_none_or(|k| *k == job.kind)
             && self.user_id.as_ref().is_none_or(|u| *u == job.user_id)
             && self.parked.is_none_or(|p| p == job.parked)
+            && self.stuck.is_none_or(|s| s == job.stuck)
     }
 }
 
@@ -186,8 +188,18 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Job>> {
+    async fn claim(&self, request: ClaimRequest) -> Result<Claimed> {
         self.write(move |ctx| write_ops::claim(ctx, &request)).await
+    }
+
+    async fn set_paused(&self, scope: PauseScope, paused: bool) -> Result<()> {
+        self.write(move |ctx| write_ops::set_paused(ctx, &scope, paused)).await
+    }
+
+    fn host_paused(&self) -> Result<bool> {
+        let txn = self.read()?;
+        let meta = txn.open_table(META).map_err(internal)?;
+        Ok(meta.get("paused").map_err(internal)?.is_some_and(|v| v.value() == 1))
     }
 
     async fn transition(&self, request: TransitionRequest) -> Result<Change> {
@@ -214,7 +226,11 @@ impl Store for RedbStore {
         let txn = self.read()?;
         let start = after.map_or(0, |s| s + 1);
         // Walk the narrowest index the filter allows, then check the rest on the record.
-        let seqs: Box<dyn Iterator<Item = Result<u64>>> = if let Some(user) = &filter.user_id {
+        let seqs: Box<dyn Iterator<Item = Result<u64>>> = if filter.stuck == Some(true) {
+            let t = txn.open_table(STUCK).map_err(internal)?;
+            let range = t.range((tenant, start)..=(tenant, u64::MAX)).map_err(internal)?;
+            Box::new(range.map(|e| e.map(|(k, _)| k.value().1).map_err(internal)))
+        } else if let Some(user) = &filter.user_id {
             let t = txn.open_table(BY_USER).map_err(internal)?;
             let range =
                 t.range((tenant, user.as_str(), start)..=(tenant, user.as_str(), u64::MAX)).map_err(internal)?;
@@ -262,6 +278,65 @@ impl Store for RedbStore {
         first_time(&self.read()?, DUE)
     }
 
+    fn counts(&self) -> Result<Vec<CountRow>> {
+        let txn = self.read()?;
+        let t = txn.open_table(COUNTS).map_err(internal)?;
+        let mut rows = Vec::new();
+        for entry in t.iter().map_err(internal)? {
+            let (k, v) = entry.map_err(internal)?;
+            let (tenant, queue, code) = k.value();
+            let state = JobState::ALL.into_iter().find(|s| s.code() == code);
+            if state.is_none() && code != write_ops::STUCK_COUNT {
+                continue;
+            }
+            rows.push(CountRow { tenant: tenant.to_owned(), queue: queue.to_owned(), state, jobs: v.value() });
+        }
+        Ok(rows)
+    }
+
+    fn oldest_ready(&self, tenant: &str, queue: &str) -> Result<Option<DateTime<Utc>>> {
+        let txn = self.read()?;
+        let t = txn.open_table(READY).map_err(internal)?;
+        let stage = Stage::Stable.code();
+        // The index orders by priority first: the oldest ready job is the oldest
+        // head among the priority levels, one look per level.
+        let mut oldest: Option<u64> = None;
+        let mut level = 0u32;
+        loop {
+            let mut range = t
+                .range((tenant, queue, stage, level, 0, 0)..=(tenant, queue, stage, u32::MAX, u64::MAX, u64::MAX))
+                .map_err(internal)?;
+            let Some(entry) = range.next() else { break };
+            let (_, _, _, prio, at, _) = entry.map_err(internal)?.0.value();
+            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+            match prio.checked_add(1) {
+                Some(next) => level = next,
+                None => break,
+            }
+        }
+        Ok(oldest.map(|ms| ms_to_time(ms as i64)))
+    }
+
+    fn breakers(&self) -> Result<Vec<(String, String, Breaker)>> {
+        let txn = self.read()?;
+        let t = txn.open_table(BREAKERS).map_err(internal)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(internal)? {
+            let (k, v) = entry.map_err(internal)?;
+            let (tenant, queue, _) = k.value();
+            out.push((tenant.to_owned(), queue.to_owned(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    async fn detect_stuck(&self, limit: usize) -> Result<Vec<Change>> {
+        self.write(move |ctx| write_ops::detect_stuck(ctx, limit)).await
+    }
+
+    fn earliest_stuck(&self) -> Result<Option<DateTime<Utc>>> {
+        first_time(&self.read()?, STUCK_DUE)
+    }
+
     fn earliest_lease_expiry(&self) -> Result<Option<DateTime<Utc>>> {
         first_time(&self.read()?, LEASES)
     }
@@ -287,7 +362,9 @@ impl Store for RedbStore {
             let n = counts_t.get((tenant, name, state.code())).map_err(internal)?.map(|v| v.value()).unwrap_or(0);
             counts.push((state, n));
         }
-        Ok(Some(QueueView { tenant: tenant.to_owned(), name: name.to_owned(), config, breakers, counts }))
+        let stuck =
+            counts_t.get((tenant, name, write_ops::STUCK_COUNT)).map_err(internal)?.map(|v| v.value()).unwrap_or(0);
+        Ok(Some(QueueView { tenant: tenant.to_owned(), name: name.to_owned(), config, breakers, counts, stuck }))
     }
 
     async fn put_queue_config(&self, tenant: &str, name: &str, config: QueueConfig) -> Result<QueueConfig> {

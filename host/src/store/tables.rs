@@ -17,6 +17,10 @@ pub const READY: TableDefinition<(&str, &str, u8, u32, u64, u64), ()> = TableDef
 pub const DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("due_index");
 /// (lease expiry ms, seq): processing jobs.
 pub const LEASES: TableDefinition<(u64, u64), ()> = TableDefinition::new("lease_index");
+/// (stuck deadline ms, seq): jobs the stuck detector will look at.
+pub const STUCK_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("stuck_due_index");
+/// (tenant, seq): jobs flagged stuck.
+pub const STUCK: TableDefinition<(&str, u64), ()> = TableDefinition::new("stuck_index");
 /// (tenant, state, seq).
 pub const BY_STATE: TableDefinition<(&str, u8, u64), ()> = TableDefinition::new("state_index");
 /// (tenant, seq): every job of a tenant, in insertion order.
@@ -59,6 +63,8 @@ pub struct Tables<'t> {
     pub ready: redb::Table<'t, (&'static str, &'static str, u8, u32, u64, u64), ()>,
     pub due: redb::Table<'t, (u64, u64), ()>,
     pub leases: redb::Table<'t, (u64, u64), ()>,
+    pub stuck_due: redb::Table<'t, (u64, u64), ()>,
+    pub stuck: redb::Table<'t, (&'static str, u64), ()>,
     pub by_state: redb::Table<'t, (&'static str, u8, u64), ()>,
     pub by_tenant: redb::Table<'t, (&'static str, u64), ()>,
     pub by_user: redb::Table<'t, (&'static str, &'static str, u64), ()>,
@@ -86,6 +92,8 @@ impl<'t> Tables<'t> {
             ready: txn.open_table(READY)?,
             due: txn.open_table(DUE)?,
             leases: txn.open_table(LEASES)?,
+            stuck_due: txn.open_table(STUCK_DUE)?,
+            stuck: txn.open_table(STUCK)?,
             by_state: txn.open_table(BY_STATE)?,
             by_tenant: txn.open_table(BY_TENANT)?,
             by_user: txn.open_table(BY_USER)?,

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::codec::{decode, encode};
 use super::tables::Tables;
 use super::writer::{OpError, WriteCtx};
-use super::{Change, ClaimRequest, Command, NewJob, NoteRequest, Promoted, TransitionRequest};
+use super::{Change, ClaimRequest, Claimed, Command, NewJob, NoteRequest, PauseScope, Promoted, TransitionRequest};
 use crate::error::{Code, Error};
 use crate::machine::{self, Action, Facts};
 use crate::model::*;
@@ -27,7 +27,13 @@ struct IndexKeys<'j> {
     ready: Option<(u8, u32, u64)>,
     due: Option<u64>,
     lease: Option<u64>,
+    /// When the stuck detector should look at it.
+    stuck_due: Option<u64>,
+    stuck: bool,
 }
+
+/// The pseudo-state under which `state_counts` counts stuck jobs.
+pub const STUCK_COUNT: u8 = 200;
 
 fn index_keys(job: &Job) -> IndexKeys<'_> {
     let ready = (job.state == JobState::Pending && job.due_at.is_none())
@@ -42,7 +48,84 @@ fn index_keys(job: &Job) -> IndexKeys<'_> {
         lease: (job.state == JobState::Processing)
             .then(|| job.lease.as_ref().map(|l| time_key(l.expires_at)))
             .flatten(),
+        stuck_due: job.stuck_at.filter(|_| !job.stuck).map(time_key),
+        stuck: job.stuck,
     }
+}
+
+/// Set when the job becomes stuck if nothing happens, and whether it is stuck
+/// now: a job stays flagged only while its condition still holds.
+fn arm_stuck(job: &mut Job, config: &QueueConfig, now: DateTime<Utc>) {
+    match job.stuck_deadline(config) {
+        Some(deadline) if deadline <= now && job.stuck => job.stuck_at = None,
+        Some(deadline) => {
+            job.stuck = false;
+            job.stuck_at = Some(deadline);
+        }
+        None => {
+            job.stuck = false;
+            job.stuck_at = None;
+        }
+    }
+}
+
+/// Host move: flag jobs whose stuck deadline has passed (re-checked against the
+/// queue's current configuration, which may have changed since).
+pub fn detect_stuck(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<Change>> {
+    let now = ctx.now;
+    let t = &mut *ctx.tables;
+    let seqs = seqs_until(&t.stuck_due, now, limit)?;
+    let actor = Actor::host("stuck_detector");
+    let mut changes = Vec::new();
+    for seq in seqs {
+        let old = load_job(t, seq)?;
+        let config = queue_config(t, &old.tenant, &old.queue)?.unwrap_or_default();
+        let mut job = old.clone();
+        match job.stuck_deadline(&config) {
+            Some(deadline) if deadline <= now => {
+                job.stuck = true;
+                job.stuck_at = None;
+                put_job(t, Some(&old), &job)?;
+                record(t, &job, "stuck", Some(old.state), &actor, Map::new(), now)?;
+                changes.push(Change { job, from: old.state, action: "stuck" });
+            }
+            other => {
+                job.stuck_at = other;
+                put_job(t, Some(&old), &job)?;
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// After a queue's timeouts change: unflag its stuck jobs that no longer are.
+fn recheck_stuck(
+    t: &mut Tables<'_>,
+    tenant: &str,
+    queue: &str,
+    config: &QueueConfig,
+    now: DateTime<Utc>,
+) -> OpResult<()> {
+    let seqs: Vec<u64> = t
+        .stuck
+        .range((tenant, 0)..=(tenant, u64::MAX))?
+        .map(|e| e.map(|(k, _)| k.value().1))
+        .collect::<Result<_, _>>()?;
+    for seq in seqs {
+        let old = load_job(t, seq)?;
+        if old.queue != queue {
+            continue;
+        }
+        let mut job = old.clone();
+        arm_stuck(&mut job, config, now);
+        if job.stuck != old.stuck || job.stuck_at != old.stuck_at {
+            put_job(t, Some(&old), &job)?;
+            if !job.stuck {
+                record(t, &job, "unstuck", Some(old.state), &Actor::host("stuck_detector"), Map::new(), now)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Higher priority sorts first.
@@ -63,6 +146,13 @@ pub fn put_job(t: &mut Tables<'_>, old: Option<&Job>, new: &Job) -> OpResult<()>
         if let Some(exp) = k.lease {
             t.leases.remove((exp, k.seq))?;
         }
+        if let Some(at) = k.stuck_due {
+            t.stuck_due.remove((at, k.seq))?;
+        }
+        if k.stuck {
+            t.stuck.remove((k.tenant, k.seq))?;
+            add_count(t, k.tenant, k.queue, STUCK_COUNT, -1)?;
+        }
         t.by_state.remove((k.tenant, k.state, k.seq))?;
         add_count(t, k.tenant, k.queue, k.state, -1)?;
     } else {
@@ -78,6 +168,13 @@ pub fn put_job(t: &mut Tables<'_>, old: Option<&Job>, new: &Job) -> OpResult<()>
     }
     if let Some(exp) = k.lease {
         t.leases.insert((exp, k.seq), ())?;
+    }
+    if let Some(at) = k.stuck_due {
+        t.stuck_due.insert((at, k.seq), ())?;
+    }
+    if k.stuck {
+        t.stuck.insert((k.tenant, k.seq), ())?;
+        add_count(t, k.tenant, k.queue, STUCK_COUNT, 1)?;
     }
     t.by_state.insert((k.tenant, k.state, k.seq), ())?;
     add_count(t, k.tenant, k.queue, k.state, 1)?;
@@ -203,7 +300,8 @@ pub fn insert(ctx: &mut WriteCtx<'_, '_>, tenant: &str, mut new: NewJob, actor: 
     let seq = *ctx.next_seq;
     *ctx.next_seq += 1;
     let judgement = new.judgement.take();
-    let job = new.into_job(tenant, seq, config.max_attempts, now);
+    let mut job = new.into_job(tenant, seq, config.max_attempts, now);
+    arm_stuck(&mut job, &config, now);
     t.uuids.insert(uuid_key, seq)?;
     put_job(t, None, &job)?;
     let d = match judgement {
@@ -214,9 +312,15 @@ pub fn insert(ctx: &mut WriteCtx<'_, '_>, tenant: &str, mut new: NewJob, actor: 
     Ok(job)
 }
 
-pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Vec<Job>> {
+pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Claimed> {
     let t = &mut *ctx.tables;
     let (tenant, queue, stage) = (req.tenant.as_str(), req.queue.as_str(), req.stage.code());
+    // Checked in the writer, so no claim after an acknowledged pause hands out a job.
+    let host_paused = t.meta.get("paused")?.is_some_and(|v| v.value() == 1);
+    let config = queue_config(t, tenant, queue)?.unwrap_or_default();
+    if host_paused || config.paused {
+        return Ok(Claimed { jobs: Vec::new(), paused: true });
+    }
     let seqs: Vec<u64> = t
         .ready
         .range((tenant, queue, stage, 0, 0, 0)..=(tenant, queue, stage, u32::MAX, u64::MAX, u64::MAX))?
@@ -238,15 +342,32 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Vec<Job
             acquired_at: ctx.now,
             expires_at: ctx.now + Duration::milliseconds(req.lease_ms as i64),
         });
-        job.stuck = false;
         job.revision += 1;
         job.updated_at = ctx.now;
+        arm_stuck(&mut job, &config, ctx.now);
         put_job(t, Some(&old), &job)?;
         let d = detail(json!({ "token": job.last_token, "worker": req.worker, "lease_ms": req.lease_ms }));
         record(t, &job, "claim", Some(old.state), &req.actor, d, ctx.now)?;
         claimed.push(job);
     }
-    Ok(claimed)
+    Ok(Claimed { jobs: claimed, paused: false })
+}
+
+pub fn set_paused(ctx: &mut WriteCtx<'_, '_>, scope: &PauseScope, paused: bool) -> OpResult<()> {
+    match scope {
+        PauseScope::Host => {
+            ctx.tables.meta.insert("paused", u64::from(paused))?;
+        }
+        PauseScope::Queue { tenant, queue } => {
+            if ctx.tables.tenants.get(tenant.as_str())?.is_none() {
+                return Err(Error::not_found("tenant").into());
+            }
+            let mut config = queue_config(ctx.tables, tenant, queue)?.unwrap_or_default();
+            config.paused = paused;
+            ctx.tables.queues.insert((tenant.as_str(), queue.as_str()), encode(&config).as_slice())?;
+        }
+    }
+    Ok(())
 }
 
 pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResult<Change> {
@@ -330,6 +451,7 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
     if let Some(judgement) = req.judgement {
         d.insert("plugin".into(), serde_json::to_value(judgement).unwrap_or_default());
     }
+    arm_stuck(&mut job, &config, now);
     put_job(t, Some(&old), &job)?;
     if action != Action::Heartbeat || d.contains_key("step") {
         record(t, &job, name, Some(old.state), &req.actor, d, now)?;
@@ -412,6 +534,7 @@ pub fn expire_leases(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<C
         job.revision += 1;
         job.updated_at = now;
         store_breaker(t, &job, &breaker)?;
+        arm_stuck(&mut job, &config, now);
         put_job(t, Some(&old), &job)?;
         let d = detail(json!({ "code": "LEASE_EXPIRED", "token": lease.map(|l| l.token) }));
         record(t, &job, Action::ExpireLease.name(), Some(old.state), &actor, d, now)?;
@@ -430,8 +553,10 @@ pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promote
     let mut promoted = Promoted { moved: seqs.len(), ..Promoted::default() };
     for seq in seqs {
         let old = load_job(t, seq)?;
+        let config = queue_config(t, &old.tenant, &old.queue)?.unwrap_or_default();
         let mut job = old.clone();
         job.due_at = None;
+        arm_stuck(&mut job, &config, now);
         if old.state == JobState::Failed {
             let facts = Facts { parked: old.parked, ..Facts::default() };
             let mv = machine::decide(Action::Reschedule, old.state, facts)
@@ -441,6 +566,7 @@ pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promote
             job.run_at = old.due_at.unwrap_or(now);
             job.revision += 1;
             job.updated_at = now;
+            arm_stuck(&mut job, &config, now);
             put_job(t, Some(&old), &job)?;
             record(t, &job, Action::Reschedule.name(), Some(old.state), &actor, Map::new(), now)?;
             promoted.changes.push(Change { job, from: old.state, action: Action::Reschedule.name() });
@@ -468,16 +594,16 @@ pub fn put_queue_config(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, c
         return Err(Error::not_found("tenant").into());
     }
     ctx.tables.queues.insert((tenant, queue), encode(config).as_slice())?;
-    Ok(())
+    recheck_stuck(ctx.tables, tenant, queue, config, ctx.now)
 }
 
 /// Close every breaker of the queue and send its parked jobs back to pending.
 pub fn reset_breakers(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, actor: &Actor) -> OpResult<Vec<Change>> {
     let now = ctx.now;
     let t = &mut *ctx.tables;
-    if queue_config(t, tenant, queue)?.is_none() {
+    let Some(config) = queue_config(t, tenant, queue)? else {
         return Err(Error::not_found("queue").into());
-    }
+    };
     let mut kinds: Vec<String> = Vec::new();
     for entry in t.breakers.range((tenant, queue, "")..)? {
         let (k, _) = entry?;
@@ -511,6 +637,7 @@ pub fn reset_breakers(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, act
         job.due_at = None;
         job.revision += 1;
         job.updated_at = now;
+        arm_stuck(&mut job, &config, now);
         put_job(t, Some(&old), &job)?;
         record(t, &job, "breaker_reset", Some(old.state), actor, Map::new(), now)?;
         changes.push(Change { job, from: old.state, action: "breaker_reset" });

@@ -155,6 +155,7 @@ fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Op>, mut next_seq: u64
         counters.queued.fetch_sub(size, Ordering::Relaxed);
         counters.requests.fetch_add(size, Ordering::Relaxed);
         counters.largest_batch.fetch_max(size, Ordering::Relaxed);
+        crate::metrics::batch(size as usize);
         let seq_before = next_seq;
         match apply_batch(&db, batch.drain(..), &mut next_seq) {
             Ok(replies) => {
