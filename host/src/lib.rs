@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod checkpoints;
 pub mod cli;
 pub mod error;
 pub mod judge;

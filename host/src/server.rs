@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, App};
 use crate::auth::Keyring;
+use crate::checkpoints::Checkpoints;
 use crate::maintenance::{self, MaintenanceConfig};
 use crate::plugins::{Compiler, PluginHost, PluginLimits};
 use crate::queue::QueueService;
@@ -51,7 +52,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     let queue = Arc::new(QueueService::new(store.clone(), plugins));
     let loop_health = Arc::new(maintenance::LoopHealth::default());
-    let app = Arc::new(App { queue: queue.clone(), keyring, loops: loop_health.clone() });
+    let checkpoints = Checkpoints::open(&data, store.clone()).context("cannot open the checkpoints folder")?;
+    let app = Arc::new(App { queue: queue.clone(), keyring, loops: loop_health.clone(), checkpoints });
     let stop = CancellationToken::new();
     let loops = maintenance::start(queue.clone(), &config.maintenance, loop_health, stop.clone());
 

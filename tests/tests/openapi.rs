@@ -32,6 +32,10 @@ POST   /v1/queues/{queue}/pause
 POST   /v1/queues/{queue}/resume
 POST   /v1/admin/pause
 POST   /v1/admin/resume
+POST   /v1/admin/checkpoints
+GET    /v1/admin/checkpoints
+GET    /v1/admin/checkpoints/{id}
+DELETE /v1/admin/checkpoints/{id}
 POST   /v1/plugins
 GET    /v1/plugins
 GET    /v1/plugins/{digest}

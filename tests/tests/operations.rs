@@ -192,3 +192,92 @@ fn health_metrics_and_stats_agree_with_the_api_after_a_crash() {
     assert_eq!(stats["queues"][0]["jobs"]["pending"], 18);
     assert_eq!(stats["queues"][0]["jobs"]["abandoned"], 4);
 }
+
+#[test]
+fn checkpoints_are_taken_while_the_host_runs() {
+    let server = Server::start();
+    let t = server.tenant("acme");
+    for _ in 0..4 {
+        let jobs: Vec<Value> =
+            (0..50).map(|i| json!({ "queue": "q", "kind": "k", "user_id": "u", "payload": { "i": i } })).collect();
+        t.producer.post("/v1/jobs/batch", json!({ "jobs": jobs }));
+    }
+    for job in t.worker.claim("q", 50, 60_000).iter().take(20) {
+        let (uuid, token) = (job["job_uuid"].as_str().unwrap(), job["lease"]["token"].as_u64().unwrap());
+        assert_eq!(t.worker.post(&format!("/v1/jobs/{uuid}/complete"), json!({ "token": token })).0, 200);
+    }
+    // Producers keep inserting while checkpoints are taken.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (api, stop) = (t.producer.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _) =
+                    api.post("/v1/jobs", json!({ "queue": "live", "kind": "k", "user_id": "u", "payload": {} }));
+                assert_eq!(status, 201, "inserts go on during a checkpoint");
+                n += 1;
+            }
+            n
+        })
+    };
+    let admin = server.admin();
+    let (status, first) = admin.post("/v1/admin/checkpoints", json!({}));
+    assert_eq!(status, 201, "{first}");
+    let (_, second) = admin.post("/v1/admin/checkpoints", json!({}));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let inserted_meanwhile = producer.join().unwrap();
+    println!("{inserted_meanwhile} inserts succeeded while two checkpoints were taken");
+
+    assert_eq!(first["schema_version"], 1);
+    assert_eq!(first["jobs"]["processing"], 30);
+    assert_eq!(first["jobs"]["completed"], 20);
+    assert!(first["jobs"]["pending"].as_u64().unwrap() >= 150);
+    let id = first["id"].as_str().unwrap().to_owned();
+    let folder = server.data().join("checkpoints");
+    assert!(folder.join(format!("{id}.redb")).exists(), "a redb file under the data folder");
+    assert_eq!(std::fs::metadata(folder.join(format!("{id}.redb"))).unwrap().len(), first["bytes"].as_u64().unwrap());
+
+    // The file is a complete database: open it with the store and count again.
+    let dir = cap_std::fs::Dir::open_ambient_dir(&folder, cap_std::ambient_authority()).unwrap();
+    let store = sluice_host::store::RedbStore::open_in(&dir, &format!("{id}.redb"), &Default::default()).unwrap();
+    use sluice_host::store::Store;
+    let counted: u64 = store.counts().unwrap().iter().filter(|r| r.state.is_some()).map(|r| r.jobs).sum();
+    let reported: u64 = first["jobs"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(counted, reported, "the file holds exactly what the checkpoint reports");
+    drop(store);
+
+    let (_, list) = admin.get("/v1/admin/checkpoints");
+    let ids: Vec<&str> = list["checkpoints"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![id.as_str(), second["id"].as_str().unwrap()]);
+    assert_eq!(admin.get(&format!("/v1/admin/checkpoints/{id}")).1, first);
+    assert_eq!(t.tenant_admin.post("/v1/admin/checkpoints", json!({})).0, 403, "tenants cannot take checkpoints");
+    assert_eq!(admin.get("/v1/admin/checkpoints/..%2Fsluice").0, 404);
+    assert_eq!(admin.delete(&format!("/v1/admin/checkpoints/{id}")).0, 200);
+    assert_eq!(admin.get(&format!("/v1/admin/checkpoints/{id}")).0, 404);
+    assert!(!folder.join(format!("{id}.redb")).exists(), "deleting removes the file");
+}
+
+#[test]
+fn startup_refuses_a_data_file_from_a_newer_version() {
+    let mut server = Server::start();
+    server.stop();
+    let path = server.data().join("sluice.redb");
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(redb::TableDefinition::<&str, u64>::new("meta")).unwrap();
+            meta.insert("schema_version", 99).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let out = std::process::Command::new(sluice_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(server.data())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("storage schema version 99, newer than this binary's 1"), "{stderr}");
+}

@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod checkpoints;
 mod config;
 mod extract;
 mod health;
@@ -39,6 +40,7 @@ pub struct App {
     pub queue: Arc<QueueService>,
     pub keyring: Keyring,
     pub loops: Arc<crate::maintenance::LoopHealth>,
+    pub checkpoints: crate::checkpoints::Checkpoints,
 }
 
 pub type AppState = Arc<App>;
@@ -76,6 +78,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(queues::resume))
         .routes(routes!(queues::pause_host))
         .routes(routes!(queues::resume_host))
+        .routes(routes!(checkpoints::create, checkpoints::list))
+        .routes(routes!(checkpoints::get, checkpoints::delete))
         .routes(routes!(jobs::insert, jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::history))

@@ -86,14 +86,53 @@ pub enum HostCommand {
     Pause,
     /// Resume the whole host. Example: sluice admin resume
     Resume,
+    /// Checkpoints of the whole host: create, list, show, delete.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+}
+
+#[derive(Subcommand)]
+pub enum CheckpointCommand {
+    /// Take a checkpoint now (the host keeps serving). Example: sluice admin checkpoint create
+    Create,
+    /// List checkpoints. Example: sluice admin checkpoint list
+    List,
+    /// Show one checkpoint. Example: sluice admin checkpoint show cp-0192...
+    Show { id: String },
+    /// Delete a checkpoint and its file. Example: sluice admin checkpoint delete cp-0192...
+    Delete { id: String },
 }
 
 pub async fn host(client: &Client, out: Output, command: HostCommand) -> Result<(), CliError> {
     let (path, message) = match command {
         HostCommand::Pause => ("/v1/admin/pause", "host paused: no job is handed out"),
         HostCommand::Resume => ("/v1/admin/resume", "host resumed"),
+        HostCommand::Checkpoint(c) => return checkpoint(client, out, c).await,
     };
     let r = client.post(path, json!({})).await?;
     out.done(&r, message);
+    Ok(())
+}
+
+async fn checkpoint(client: &Client, out: Output, command: CheckpointCommand) -> Result<(), CliError> {
+    match command {
+        CheckpointCommand::Create => {
+            let c = client.post("/v1/admin/checkpoints", json!({})).await?;
+            out.done(&c, &format!("checkpoint {} taken ({} bytes)", c["id"].as_str().unwrap_or("?"), c["bytes"]));
+        }
+        CheckpointCommand::List => {
+            let list = client.get("/v1/admin/checkpoints").await?;
+            out.rows(
+                &list,
+                list["checkpoints"].as_array().map_or(&[], |v| v),
+                &["id", "created_at", "schema_version", "bytes", "jobs"],
+            );
+        }
+        CheckpointCommand::Show { id } => out.record(&client.get(&format!("/v1/admin/checkpoints/{id}")).await?),
+        CheckpointCommand::Delete { id } => {
+            let c = client.delete(&format!("/v1/admin/checkpoints/{id}")).await?;
+            out.done(&c, &format!("checkpoint {id} deleted"));
+        }
+    }
     Ok(())
 }

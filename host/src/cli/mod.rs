@@ -66,7 +66,7 @@ enum Commands {
     /// API keys: create (the secret is shown once), list, revoke.
     #[command(subcommand)]
     Keys(admin::KeyCommand),
-    /// Host administration: pause and resume everything.
+    /// Host administration: pause and resume everything, checkpoints.
     #[command(subcommand)]
     Admin(admin::HostCommand),
     /// Queues: show, configure, pause, resume, reset the failure breaker.

@@ -6,6 +6,7 @@
 //! win a job.
 
 mod codec;
+mod export;
 mod plugin_ops;
 mod redb_store;
 mod tables;
@@ -13,6 +14,7 @@ mod write_ops;
 mod writer;
 
 pub use redb_store::{RedbStore, StoreOptions};
+pub use tables::SCHEMA_VERSION;
 pub use writer::WriterStats;
 
 use async_trait::async_trait;
@@ -271,6 +273,9 @@ pub trait Store: Send + Sync + 'static {
     async fn expire_leases(&self, limit: usize) -> Result<Vec<Change>>;
     /// Host move: flag jobs whose stuck deadline passed.
     async fn detect_stuck(&self, limit: usize) -> Result<Vec<Change>>;
+    /// Copy one consistent snapshot of everything into a new database file
+    /// `dir/name` (blocking); returns its job counts by state.
+    fn export(&self, dir: &cap_std::fs::Dir, name: &str) -> Result<Vec<(JobState, u64)>>;
     /// Jobs by (tenant, queue, state) for every queue; stuck counted as its own row.
     fn counts(&self) -> Result<Vec<CountRow>>;
     /// The ready time of the queue's next job, if any is ready.

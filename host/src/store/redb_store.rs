@@ -278,6 +278,10 @@ impl Store for RedbStore {
         first_time(&self.read()?, DUE)
     }
 
+    fn export(&self, dir: &Dir, name: &str) -> Result<Vec<(JobState, u64)>> {
+        super::export::export(&self.db, dir, name)
+    }
+
     fn counts(&self) -> Result<Vec<CountRow>> {
         let txn = self.read()?;
         let t = txn.open_table(COUNTS).map_err(internal)?;

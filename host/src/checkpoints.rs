@@ -1,0 +1,91 @@
+//! Checkpoints: operator snapshots of the whole queue state, taken while the host
+//! runs. Each is a redb file `checkpoints/<id>.redb` with a sidecar
+//! `<id>.json` (id, time, storage schema version, counts by state, size). All
+//! file access goes through the data folder's capability handle.
+
+use std::sync::Arc;
+
+use cap_std::fs::Dir;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{Error, Result};
+use crate::model::now_ms;
+use crate::store::{SCHEMA_VERSION, Store};
+
+/// Folder of the data directory holding checkpoints.
+pub const FOLDER: &str = "checkpoints";
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Checkpoint {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub schema_version: u64,
+    /// Jobs by state at the moment of the checkpoint, over every tenant.
+    #[schema(value_type = Object)]
+    pub jobs: serde_json::Map<String, serde_json::Value>,
+    /// Size of the checkpoint file.
+    pub bytes: u64,
+}
+
+pub struct Checkpoints {
+    dir: Arc<Dir>,
+    store: Arc<dyn Store>,
+}
+
+/// Ids are ours (`cp-` and 32 hex digits): anything else never reaches the file system.
+fn check_id(id: &str) -> Result<()> {
+    let ok = id.len() == 35 && id.starts_with("cp-") && id[3..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok { Ok(()) } else { Err(Error::not_found("checkpoint")) }
+}
+
+impl Checkpoints {
+    pub fn open(data: &Dir, store: Arc<dyn Store>) -> anyhow::Result<Checkpoints> {
+        data.create_dir_all(FOLDER)?;
+        Ok(Checkpoints { dir: Arc::new(data.open_dir(FOLDER)?), store })
+    }
+
+    /// Export the current state; the host keeps serving while it runs.
+    pub async fn create(&self) -> Result<Checkpoint> {
+        let id = format!("cp-{}", uuid::Uuid::now_v7().simple());
+        let created_at = now_ms();
+        let (dir, store, name) = (self.dir.clone(), self.store.clone(), format!("{id}.redb"));
+        let counts = tokio::task::spawn_blocking(move || store.export(&dir, &name))
+            .await
+            .map_err(|e| Error::internal(format!("checkpoint: {e}")))??;
+        let bytes = self.dir.metadata(format!("{id}.redb")).map_err(Error::internal)?.len();
+        let jobs = counts.into_iter().map(|(s, n)| (s.as_str().to_owned(), n.into())).collect();
+        let checkpoint = Checkpoint { id, created_at, schema_version: SCHEMA_VERSION, jobs, bytes };
+        self.dir
+            .write(format!("{}.json", checkpoint.id), serde_json::to_vec_pretty(&checkpoint).expect("serialisable"))
+            .map_err(Error::internal)?;
+        Ok(checkpoint)
+    }
+
+    pub fn list(&self) -> Result<Vec<Checkpoint>> {
+        let mut all = Vec::new();
+        for entry in self.dir.entries().map_err(Error::internal)? {
+            let name = entry.map_err(Error::internal)?.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
+            if check_id(id).is_ok() {
+                all.push(self.get(id)?);
+            }
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Checkpoint> {
+        check_id(id)?;
+        let text = self.dir.read(format!("{id}.json")).map_err(|_| Error::not_found("checkpoint"))?;
+        serde_json::from_slice(&text).map_err(|e| Error::internal(format!("checkpoint {id}: {e}")))
+    }
+
+    pub fn delete(&self, id: &str) -> Result<Checkpoint> {
+        let checkpoint = self.get(id)?;
+        self.dir.remove_file(format!("{id}.json")).map_err(Error::internal)?;
+        self.dir.remove_file(format!("{id}.redb")).map_err(Error::internal)?;
+        Ok(checkpoint)
+    }
+}

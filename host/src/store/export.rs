@@ -1,0 +1,91 @@
+//! Checkpoints as exports: every table of one read transaction copied into a new
+//! redb file (not redb savepoints, which pin pages and block compaction). A read
+//! transaction never blocks the writer, so the host keeps serving meanwhile.
+
+use cap_std::fs::{Dir, OpenOptions};
+use redb::backends::FileBackend;
+use redb::{Database, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, Value, WriteTransaction};
+
+use super::tables::*;
+use crate::error::{Error, Result};
+use crate::model::JobState;
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("checkpoint: {e}"))
+}
+
+fn copy<K: Key + 'static, V: Value + 'static>(
+    src: &ReadTransaction,
+    dst: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<()> {
+    let from = src.open_table(def).map_err(internal)?;
+    let mut to = dst.open_table(def).map_err(internal)?;
+    for entry in from.iter().map_err(internal)? {
+        let (k, v) = entry.map_err(internal)?;
+        to.insert(k.value(), v.value()).map_err(internal)?;
+    }
+    Ok(())
+}
+
+/// Copy every table of `src` into `dst`.
+fn copy_all(src: &ReadTransaction, dst: &WriteTransaction) -> Result<()> {
+    copy(src, dst, JOBS)?;
+    copy(src, dst, UUIDS)?;
+    copy(src, dst, READY)?;
+    copy(src, dst, DUE)?;
+    copy(src, dst, LEASES)?;
+    copy(src, dst, STUCK_DUE)?;
+    copy(src, dst, STUCK)?;
+    copy(src, dst, BY_STATE)?;
+    copy(src, dst, BY_TENANT)?;
+    copy(src, dst, BY_USER)?;
+    copy(src, dst, COUNTS)?;
+    copy(src, dst, HISTORY)?;
+    copy(src, dst, QUEUES)?;
+    copy(src, dst, BREAKERS)?;
+    copy(src, dst, TENANTS)?;
+    copy(src, dst, KEYS)?;
+    copy(src, dst, USER_KEYS)?;
+    copy(src, dst, META)?;
+    copy(src, dst, PLUGINS)?;
+    copy(src, dst, PLUGIN_COMPONENTS)?;
+    copy(src, dst, PLUGIN_ARTIFACTS)?;
+    copy(src, dst, BINDINGS)?;
+    copy(src, dst, TENANT_CONFIG)?;
+    copy(src, dst, USER_CONFIG)?;
+    Ok(())
+}
+
+/// Jobs by state in one read transaction, over every tenant.
+fn counts(txn: &ReadTransaction) -> Result<Vec<(JobState, u64)>> {
+    let t = txn.open_table(COUNTS).map_err(internal)?;
+    let mut totals = [0u64; 5];
+    for entry in t.iter().map_err(internal)? {
+        let (k, v) = entry.map_err(internal)?;
+        if let Some(state) = JobState::ALL.into_iter().find(|s| s.code() == k.value().2) {
+            totals[state.code() as usize] += v.value();
+        }
+    }
+    Ok(JobState::ALL.into_iter().map(|s| (s, totals[s.code() as usize])).collect())
+}
+
+/// Export one read transaction of `db` into `dir/name` (made under a temporary
+/// name and renamed when complete). Returns the counts by state it holds.
+pub fn export(db: &Database, dir: &Dir, name: &str) -> Result<Vec<(JobState, u64)>> {
+    let src = db.begin_read().map_err(internal)?;
+    let partial = format!("{name}.partial");
+    let _ = dir.remove_file(&partial);
+    let file = dir
+        .open_with(&partial, OpenOptions::new().read(true).write(true).create_new(true))
+        .map_err(internal)?
+        .into_std();
+    let out = redb::Builder::new().create_with_backend(FileBackend::new(file).map_err(internal)?).map_err(internal)?;
+    let dst = out.begin_write().map_err(internal)?;
+    copy_all(&src, &dst)?;
+    dst.commit().map_err(internal)?;
+    drop(out);
+    dir.rename(&partial, dir, name).map_err(internal)?;
+    dir.open(".").and_then(|d| d.sync_all()).map_err(internal)?;
+    counts(&src)
+}
