@@ -82,6 +82,15 @@ impl Checkpoints {
         serde_json::from_slice(&text).map_err(|e| Error::internal(format!("checkpoint {id}: {e}")))
     }
 
+    /// The part of checkpoint `id` that a restore of `scope` puts back.
+    pub async fn read_snapshot(&self, id: &str, scope: &crate::store::RestoreScope) -> Result<crate::store::Snapshot> {
+        check_id(id)?;
+        let (dir, store, name, scope) = (self.dir.clone(), self.store.clone(), format!("{id}.redb"), scope.clone());
+        tokio::task::spawn_blocking(move || store.read_snapshot(&dir, &name, &scope))
+            .await
+            .map_err(|e| Error::internal(format!("checkpoint: {e}")))?
+    }
+
     pub fn delete(&self, id: &str) -> Result<Checkpoint> {
         let checkpoint = self.get(id)?;
         self.dir.remove_file(format!("{id}.json")).map_err(Error::internal)?;

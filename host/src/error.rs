@@ -29,6 +29,8 @@ pub enum Code {
     UnsupportedMediaType,
     HeadersTooLarge,
     Overloaded,
+    NotPaused,
+    RestoreInProgress,
     Internal,
 }
 
@@ -56,6 +58,8 @@ impl Code {
             Code::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Code::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Code::Overloaded => "OVERLOADED",
+            Code::NotPaused => "NOT_PAUSED",
+            Code::RestoreInProgress => "RESTORE_IN_PROGRESS",
             Code::Internal => "INTERNAL",
         }
     }
@@ -79,7 +83,8 @@ impl Code {
             Code::MethodNotAllowed => 405,
             Code::UnsupportedMediaType => 415,
             Code::HeadersTooLarge => 431,
-            Code::Overloaded => 503,
+            Code::Overloaded | Code::RestoreInProgress => 503,
+            Code::NotPaused => 409,
             Code::Internal => 500,
         }
     }

@@ -14,6 +14,7 @@ pub mod model;
 pub mod plugins;
 pub mod pseudonym;
 pub mod queue;
+pub mod restore;
 pub mod server;
 pub mod store;
 pub mod tags;

@@ -19,6 +19,7 @@ use crate::judge::{self, Decision};
 use crate::model::*;
 use crate::plugins::PluginHost;
 use crate::pseudonym::Pseudonyms;
+use crate::store::RestoreScope;
 use crate::store::{
     Change, ClaimRequest, Command, JobFilter, JobPage, NewJob, NoteRequest, PauseScope, QueueView, Store,
     TransitionRequest,
@@ -170,11 +171,34 @@ pub struct QueueService {
     pseudonyms: Pseudonyms,
     /// Claimers waiting for work, per (tenant, queue).
     waiters: DashMap<(String, String), Arc<Notify>>,
+    /// Scopes being restored: inserts into them answer 503 meanwhile.
+    restoring: Arc<std::sync::Mutex<Vec<RestoreScope>>>,
+}
+
+/// Marks a scope as being restored until dropped.
+pub struct RestoreGuard {
+    restoring: Arc<std::sync::Mutex<Vec<RestoreScope>>>,
+    scope: RestoreScope,
+}
+
+impl Drop for RestoreGuard {
+    fn drop(&mut self) {
+        let mut scopes = self.restoring.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = scopes.iter().position(|s| *s == self.scope) {
+            scopes.remove(i);
+        }
+    }
 }
 
 impl QueueService {
     pub fn new(store: Arc<dyn Store>, plugins: Arc<PluginHost>) -> QueueService {
-        QueueService { pseudonyms: Pseudonyms::new(store.clone()), store, plugins, waiters: DashMap::new() }
+        QueueService {
+            pseudonyms: Pseudonyms::new(store.clone()),
+            store,
+            plugins,
+            waiters: DashMap::new(),
+            restoring: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -183,6 +207,16 @@ impl QueueService {
 
     pub fn plugins(&self) -> &Arc<PluginHost> {
         &self.plugins
+    }
+
+    /// Mark `scope` as being restored until the guard drops.
+    pub fn begin_restore(&self, scope: RestoreScope) -> RestoreGuard {
+        self.restoring.lock().unwrap_or_else(|p| p.into_inner()).push(scope.clone());
+        RestoreGuard { restoring: self.restoring.clone(), scope }
+    }
+
+    fn being_restored(&self, tenant: &str, queue: &str) -> bool {
+        self.restoring.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|s| s.covers(tenant, queue))
     }
 
     fn waiter(&self, tenant: &str, queue: &str) -> Arc<Notify> {
@@ -210,6 +244,10 @@ impl QueueService {
         let mut valid = Vec::new();
         for (i, input) in inputs.into_iter().enumerate() {
             match input.validate(traceparent, now) {
+                Ok(new) if self.being_restored(tenant, &new.queue) => results.push(Some(Err(Error::new(
+                    Code::RestoreInProgress,
+                    format!("queue {} is being restored; try again shortly", new.queue),
+                )))),
                 Ok(new) => {
                     valid.push((i, new));
                     results.push(None);

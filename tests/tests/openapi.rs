@@ -36,6 +36,7 @@ POST   /v1/admin/checkpoints
 GET    /v1/admin/checkpoints
 GET    /v1/admin/checkpoints/{id}
 DELETE /v1/admin/checkpoints/{id}
+POST   /v1/admin/checkpoints/{id}/restore
 POST   /v1/plugins
 GET    /v1/plugins
 GET    /v1/plugins/{digest}

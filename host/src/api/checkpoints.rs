@@ -56,3 +56,46 @@ pub async fn delete(
     tracing::info!(target: "sluice::audit", action = "checkpoint_delete", id = %id, actor = %actor, "checkpoint deleted");
     Ok(axum::Json(checkpoint))
 }
+
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreInput {
+    /// The tenant to restore; leave out to restore the whole host (admin keys only).
+    pub tenant: Option<String>,
+    /// Only these queues of the tenant (default: all of them).
+    pub queues: Option<Vec<String>>,
+    /// Without it, a dry run: the report of what would change, nothing changed.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// Restore a checkpoint within a scope that is paused: a dry run by default,
+/// the restore itself with `confirm: true`.
+#[utoipa::path(post, path = "/v1/admin/checkpoints/{id}/restore", tag = "admin", request_body = RestoreInput,
+    responses((status = 200, body = crate::restore::RestoreReport), (status = 409, body = Problem), (status = 404, body = Problem)))]
+pub async fn restore(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    super::extract::Json(input): super::extract::Json<RestoreInput>,
+) -> ApiResult<axum::Json<crate::restore::RestoreReport>> {
+    let actor = caller.global(Permission::ManageHost, "restore checkpoints")?;
+    let scope = match input.tenant {
+        None => {
+            if caller.key.role != crate::model::Role::Admin {
+                return Err(crate::auth::forbidden(caller.key.role, "restore the whole host").into());
+            }
+            crate::store::RestoreScope::Host
+        }
+        Some(tenant) => {
+            if app.store().tenant(&tenant)?.is_none() {
+                return Err(crate::error::Error::not_found("tenant").into());
+            }
+            for q in input.queues.iter().flatten() {
+                crate::queue::check_queue_name(q)?;
+            }
+            crate::store::RestoreScope::Tenant { tenant, queues: input.queues }
+        }
+    };
+    Ok(axum::Json(crate::restore::restore(&app.queue, &app.checkpoints, &id, scope, input.confirm, &actor).await?))
+}

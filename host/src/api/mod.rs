@@ -80,6 +80,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(queues::resume_host))
         .routes(routes!(checkpoints::create, checkpoints::list))
         .routes(routes!(checkpoints::get, checkpoints::delete))
+        .routes(routes!(checkpoints::restore))
         .routes(routes!(jobs::insert, jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::history))

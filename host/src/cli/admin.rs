@@ -101,6 +101,21 @@ pub enum CheckpointCommand {
     Show { id: String },
     /// Delete a checkpoint and its file. Example: sluice admin checkpoint delete cp-0192...
     Delete { id: String },
+    /// Restore a checkpoint into a paused scope: a dry run unless --confirm.
+    ///
+    /// Example: sluice admin checkpoint restore cp-0192... --for-tenant acme --queue emails --confirm
+    Restore {
+        id: String,
+        /// The tenant to restore (leave out for the whole host; admin keys only).
+        #[arg(long = "for-tenant")]
+        for_tenant: Option<String>,
+        /// Only these queues of the tenant (repeat the flag).
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+        /// Do it; without this flag only the report of what would change is printed.
+        #[arg(long)]
+        confirm: bool,
+    },
 }
 
 pub async fn host(client: &Client, out: Output, command: HostCommand) -> Result<(), CliError> {
@@ -129,6 +144,17 @@ async fn checkpoint(client: &Client, out: Output, command: CheckpointCommand) ->
             );
         }
         CheckpointCommand::Show { id } => out.record(&client.get(&format!("/v1/admin/checkpoints/{id}")).await?),
+        CheckpointCommand::Restore { id, for_tenant, queues, confirm } => {
+            let queues = (!queues.is_empty()).then_some(queues);
+            let body = json!({ "tenant": for_tenant, "queues": queues, "confirm": confirm });
+            let r = client.post(&format!("/v1/admin/checkpoints/{id}/restore"), body).await?;
+            let verb = if confirm { "restored" } else { "would restore (dry run; add --confirm)" };
+            let message = format!(
+                "{verb}: {} jobs, {} going back to an earlier state, {} completed jobs running again, {} created since (kept)",
+                r["jobs_in_checkpoint"], r["going_back"], r["run_again"], r["created_since"]
+            );
+            out.done(&r, &message);
+        }
         CheckpointCommand::Delete { id } => {
             let c = client.delete(&format!("/v1/admin/checkpoints/{id}")).await?;
             out.done(&c, &format!("checkpoint {id} deleted"));

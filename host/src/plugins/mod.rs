@@ -210,7 +210,7 @@ impl PluginHost {
     }
 
     /// Rebuild the binding table from the store and swap it in whole.
-    fn refresh_bindings(&self) -> Result<()> {
+    pub fn refresh_bindings(&self) -> Result<()> {
         let mut map = BindingMap::new();
         for binding in self.store.bindings(None)? {
             let Some(plugin) = self.loaded.get(&(binding.tenant.clone(), binding.plugin.clone())).map(|p| p.clone())

@@ -89,3 +89,47 @@ pub fn export(db: &Database, dir: &Dir, name: &str) -> Result<Vec<(JobState, u64
     dir.open(".").and_then(|d| d.sync_all()).map_err(internal)?;
     counts(&src)
 }
+
+/// Read what `scope` covers from checkpoint file `dir/name`.
+pub fn read_snapshot(dir: &Dir, name: &str, scope: &super::RestoreScope) -> Result<super::Snapshot> {
+    let file =
+        dir.open_with(name, OpenOptions::new().read(true).write(true)).map_err(|_| Error::not_found("checkpoint"))?;
+    let db = redb::Builder::new()
+        .create_with_backend(FileBackend::new(file.into_std()).map_err(internal)?)
+        .map_err(internal)?;
+    let txn = db.begin_read().map_err(internal)?;
+    let mut snapshot = super::Snapshot::default();
+    for entry in txn.open_table(JOBS).map_err(internal)?.iter().map_err(internal)? {
+        let (_, v) = entry.map_err(internal)?;
+        let job: crate::model::Job = super::codec::decode(v.value())?;
+        if scope.covers(&job.tenant, &job.queue) {
+            snapshot.jobs.push(job);
+        }
+    }
+    for entry in txn.open_table(QUEUES).map_err(internal)?.iter().map_err(internal)? {
+        let (k, v) = entry.map_err(internal)?;
+        let (tenant, queue) = k.value();
+        if scope.covers(tenant, queue) {
+            snapshot.queues.push((tenant.to_owned(), queue.to_owned(), super::codec::decode(v.value())?));
+        }
+    }
+    for entry in txn.open_table(BINDINGS).map_err(internal)?.iter().map_err(internal)? {
+        let (_, v) = entry.map_err(internal)?;
+        let binding: crate::model::Binding = super::codec::decode(v.value())?;
+        if binding_in_scope(scope, &binding) {
+            snapshot.bindings.push(binding);
+        }
+    }
+    Ok(snapshot)
+}
+
+/// A binding belongs to a scope when its queue does; a tenant's `*` binding only
+/// to a scope of the whole tenant.
+pub fn binding_in_scope(scope: &super::RestoreScope, binding: &crate::model::Binding) -> bool {
+    match scope {
+        super::RestoreScope::Host => true,
+        super::RestoreScope::Tenant { tenant, queues } => {
+            binding.tenant == *tenant && queues.as_ref().is_none_or(|q| q.contains(&binding.queue))
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod codec;
 mod export;
 mod plugin_ops;
 mod redb_store;
+mod restore_ops;
 mod tables;
 mod write_ops;
 mod writer;
@@ -212,6 +213,33 @@ pub struct Change {
     pub action: &'static str,
 }
 
+/// What a restore covers: one tenant (some of its queues, or all), or everything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreScope {
+    Host,
+    Tenant { tenant: String, queues: Option<Vec<String>> },
+}
+
+impl RestoreScope {
+    pub fn covers(&self, tenant: &str, queue: &str) -> bool {
+        match self {
+            RestoreScope::Host => true,
+            RestoreScope::Tenant { tenant: t, queues } => {
+                t == tenant && queues.as_ref().is_none_or(|q| q.iter().any(|q| q == queue))
+            }
+        }
+    }
+}
+
+/// The part of a checkpoint a restore puts back.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub jobs: Vec<Job>,
+    /// (tenant, queue, config).
+    pub queues: Vec<(String, String, QueueConfig)>,
+    pub bindings: Vec<Binding>,
+}
+
 /// One row of the job counts: `state` is `None` for the stuck count.
 #[derive(Clone, Debug)]
 pub struct CountRow {
@@ -276,6 +304,13 @@ pub trait Store: Send + Sync + 'static {
     /// Copy one consistent snapshot of everything into a new database file
     /// `dir/name` (blocking); returns its job counts by state.
     fn export(&self, dir: &cap_std::fs::Dir, name: &str) -> Result<Vec<(JobState, u64)>>;
+    /// Read the part of checkpoint file `dir/name` that `scope` covers (blocking).
+    fn read_snapshot(&self, dir: &cap_std::fs::Dir, name: &str, scope: &RestoreScope) -> Result<Snapshot>;
+    /// Put a snapshot back in one transaction: its jobs return to their checkpointed
+    /// records with revisions and lease tokens above every value issued since;
+    /// jobs created since are kept; the scope's queue configurations and bindings
+    /// return; its breakers close. Returns the changed jobs.
+    async fn restore(&self, snapshot: Snapshot, scope: RestoreScope, actor: Actor) -> Result<Vec<Change>>;
     /// Jobs by (tenant, queue, state) for every queue; stuck counted as its own row.
     fn counts(&self) -> Result<Vec<CountRow>>;
     /// The ready time of the queue's next job, if any is ready.

@@ -17,6 +17,7 @@ use super::{
     Change, ClaimRequest, Claimed, CountRow, JobFilter, JobPage, NewJob, NoteRequest, PauseScope, Promoted, QueueView,
     Store, TransitionRequest,
 };
+use super::{RestoreScope, Snapshot};
 use super::{plugin_ops, write_ops};
 use crate::error::{Error, Result};
 use crate::model::*;
@@ -280,6 +281,14 @@ impl Store for RedbStore {
 
     fn export(&self, dir: &Dir, name: &str) -> Result<Vec<(JobState, u64)>> {
         super::export::export(&self.db, dir, name)
+    }
+
+    fn read_snapshot(&self, dir: &Dir, name: &str, scope: &RestoreScope) -> Result<Snapshot> {
+        super::export::read_snapshot(dir, name, scope)
+    }
+
+    async fn restore(&self, snapshot: Snapshot, scope: RestoreScope, actor: Actor) -> Result<Vec<Change>> {
+        self.write(move |ctx| super::restore_ops::restore(ctx, snapshot, &scope, &actor)).await
     }
 
     fn counts(&self) -> Result<Vec<CountRow>> {

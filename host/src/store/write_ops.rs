@@ -238,6 +238,19 @@ fn record(
     Ok(())
 }
 
+/// Append a history event with a JSON object of detail.
+pub fn record_event(
+    t: &mut Tables<'_>,
+    job: &Job,
+    action: &str,
+    from: Option<JobState>,
+    actor: &Actor,
+    d: Value,
+    now: DateTime<Utc>,
+) -> OpResult<()> {
+    record(t, job, action, from, actor, detail(d), now)
+}
+
 fn detail(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
