@@ -1,6 +1,7 @@
 //! Sluice: a durable job queue whose policies are tenant-supplied WebAssembly.
 //! See ARCHITECTURE.md for the map; data flows api -> queue -> machine -> store.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod checkpoints;
@@ -18,3 +19,4 @@ pub mod restore;
 pub mod server;
 pub mod store;
 pub mod tags;
+pub mod webhooks;

@@ -258,6 +258,9 @@ pub struct QueueConfig {
     /// A failed, parked job is stuck after this long. Default 1 h; 0 turns it off.
     #[serde(default = "hour")]
     pub parked_timeout_ms: u64,
+    /// Alert thresholds for this queue (none by default).
+    #[serde(default)]
+    pub alerts: AlertRules,
     /// No job is handed out while paused (set by pause and resume, not by PUT).
     #[serde(default)]
     pub paused: bool,
@@ -275,6 +278,7 @@ impl Default for QueueConfig {
             pending_timeout_ms: hour(),
             processing_timeout_ms: quarter(),
             parked_timeout_ms: hour(),
+            alerts: AlertRules::default(),
             paused: false,
         }
     }
@@ -485,6 +489,10 @@ pub struct TenantConfig {
     /// Longest retention a job may ask for, in days.
     #[serde(default)]
     pub max_retention_days: Option<u64>,
+    /// URLs that receive the tenant's alerts (POST, JSON); each must match the
+    /// host's webhook allow-list.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
 }
 
 /// Per-user configuration inside a tenant: tags for that user's jobs.
@@ -494,4 +502,92 @@ pub struct UserConfig {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub tags: Map<String, Value>,
+}
+
+/// A threshold: fires once the value has stayed above `fire_above` for `for_ms`,
+/// and resolves only when it falls to `clear_below` or under (no flapping).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    pub fire_above: f64,
+    pub clear_below: f64,
+    #[serde(default)]
+    pub for_ms: u64,
+}
+
+/// A queue's alert thresholds; each is off unless set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRules {
+    /// Pending jobs.
+    pub depth: Option<Threshold>,
+    /// Seconds the oldest ready job has waited.
+    pub oldest_pending_seconds: Option<Threshold>,
+    /// Seconds the longest-running processing job has run.
+    pub processing_seconds: Option<Threshold>,
+    /// Failed attempts in the last minute.
+    pub failures_per_minute: Option<Threshold>,
+    /// Stuck jobs.
+    pub stuck: Option<Threshold>,
+    /// Illegal transitions refused in the last minute.
+    pub illegal_transitions_per_minute: Option<Threshold>,
+    /// Completes, fails and heartbeats refused with LEASE_LOST in the last minute.
+    pub lease_lost_per_minute: Option<Threshold>,
+    /// Open failure breakers.
+    pub breaker_trips: Option<Threshold>,
+}
+
+impl AlertRules {
+    /// (alert name, rule) for each rule that is set.
+    pub fn set(&self) -> Vec<(&'static str, Threshold)> {
+        let all = [
+            ("depth", self.depth),
+            ("oldest_pending_seconds", self.oldest_pending_seconds),
+            ("processing_seconds", self.processing_seconds),
+            ("failures_per_minute", self.failures_per_minute),
+            ("stuck", self.stuck),
+            ("illegal_transitions_per_minute", self.illegal_transitions_per_minute),
+            ("lease_lost_per_minute", self.lease_lost_per_minute),
+            ("breaker_trips", self.breaker_trips),
+        ];
+        all.into_iter().filter_map(|(n, t)| t.map(|t| (n, t))).collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+/// An alert of one queue: a threshold's, or one an alert-policy plugin returned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Alert {
+    /// `<queue>:<name>`, unique in the tenant.
+    pub id: String,
+    pub tenant: String,
+    pub queue: String,
+    pub name: String,
+    /// `threshold`, or `plugin:<digest>`.
+    pub source: String,
+    pub severity: String,
+    pub message: String,
+    pub state: AlertState,
+    pub value: f64,
+    pub fired_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of the alert history.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AlertEvent {
+    pub at: DateTime<Utc>,
+    pub alert: String,
+    /// `fired`, `resolved` or `acknowledged`.
+    pub event: String,
+    pub value: f64,
+    pub message: String,
 }

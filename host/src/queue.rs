@@ -171,6 +171,8 @@ pub struct QueueService {
     pseudonyms: Pseudonyms,
     /// Claimers waiting for work, per (tenant, queue).
     waiters: DashMap<(String, String), Arc<Notify>>,
+    /// Recent events per (tenant, queue, kind), for per-minute rates.
+    recent: DashMap<(String, String, &'static str), std::collections::VecDeque<std::time::Instant>>,
     /// Scopes being restored: inserts into them answer 503 meanwhile.
     restoring: Arc<std::sync::Mutex<Vec<RestoreScope>>>,
 }
@@ -197,6 +199,7 @@ impl QueueService {
             store,
             plugins,
             waiters: DashMap::new(),
+            recent: DashMap::new(),
             restoring: Arc::default(),
         }
     }
@@ -207,6 +210,21 @@ impl QueueService {
 
     pub fn plugins(&self) -> &Arc<PluginHost> {
         &self.plugins
+    }
+
+    fn count_event(&self, tenant: &str, queue: &str, kind: &'static str) {
+        let mut times = self.recent.entry((tenant.to_owned(), queue.to_owned(), kind)).or_default();
+        times.push_back(std::time::Instant::now());
+        while times.front().is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
+            times.pop_front();
+        }
+    }
+
+    /// Events of `kind` (`failure`, `ILLEGAL_TRANSITION`, `LEASE_LOST`) in the last minute.
+    pub fn rate_per_minute(&self, tenant: &str, queue: &str, kind: &'static str) -> f64 {
+        self.recent
+            .get(&(tenant.to_owned(), queue.to_owned(), kind))
+            .map_or(0, |times| times.iter().filter(|t| t.elapsed() <= Duration::from_secs(60)).count()) as f64
     }
 
     /// Mark `scope` as being restored until the guard drops.
@@ -389,9 +407,11 @@ impl QueueService {
         validate_command(&command)?;
         let name = command.action().name();
         let mut attempts = 0;
+        let mut queue: Option<String>;
         let result = loop {
             attempts += 1;
             let job = self.job(tenant, job_uuid)?;
+            queue = Some(job.queue.clone());
             let (expected_revision, judgement) = match judge::judge_command(&self.plugins, &job, &command).await {
                 Ok(Decision::Proceed(None)) => (None, None),
                 Ok(Decision::Proceed(Some(j))) => (Some(job.revision), Some(j)),
@@ -429,6 +449,14 @@ impl QueueService {
             Err(e) => {
                 tracing::info!(target: "sluice::job", action = name, tenant, job_uuid = %job_uuid, actor = %actor, code = e.code.as_str(), reason = %e.reason, "action refused");
                 crate::metrics::refusal(tenant, name, e.code.as_str());
+                let kind = match e.code {
+                    Code::IllegalTransition => Some("ILLEGAL_TRANSITION"),
+                    Code::LeaseLost => Some("LEASE_LOST"),
+                    _ => None,
+                };
+                if let (Some(kind), Some(queue)) = (kind, &queue) {
+                    self.count_event(tenant, queue, kind);
+                }
                 Err(e)
             }
         }
@@ -443,6 +471,7 @@ impl QueueService {
             && let Some(error) = job.errors.last()
         {
             crate::metrics::failure(&job.tenant, &job.queue, &error.code);
+            self.count_event(&job.tenant, &job.queue, "failure");
         }
         if change.job.state == JobState::Pending && change.job.due_at.is_none() {
             self.wake(&change.job.tenant, &change.job.queue);
@@ -571,6 +600,11 @@ fn check_config(c: &QueueConfig) -> Result<()> {
     }
     if c.schema_versions.is_empty() || c.schema_versions.contains(&0) {
         return Err(Error::validation("schema_versions: at least one version, each 1 or more"));
+    }
+    for (name, t) in c.alerts.set() {
+        if t.clear_below > t.fire_above || !t.fire_above.is_finite() || !t.clear_below.is_finite() {
+            return Err(Error::validation(format!("alerts.{name}: clear_below must be at most fire_above")));
+        }
     }
     Ok(())
 }

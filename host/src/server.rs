@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerting;
 use crate::api::{self, App};
 use crate::auth::Keyring;
 use crate::checkpoints::Checkpoints;
@@ -15,6 +16,7 @@ use crate::maintenance::{self, MaintenanceConfig};
 use crate::plugins::{Compiler, PluginHost, PluginLimits};
 use crate::queue::QueueService;
 use crate::store::{RedbStore, Store, StoreOptions};
+use crate::webhooks::Webhooks;
 
 /// Name of the database file inside the data folder.
 pub const DB_FILE: &str = "sluice.redb";
@@ -28,6 +30,36 @@ pub struct ServeConfig {
     pub store: StoreOptions,
     pub maintenance: MaintenanceConfig,
     pub plugins: PluginLimits,
+    /// Webhook destinations tenants may use: `host` or `host:port`.
+    pub webhook_allow: Vec<String>,
+    /// A JSON file of alert thresholds applied at start:
+    /// `[{"tenant": "acme", "queue": "emails", "alerts": {"depth": {...}}}]`.
+    pub alert_rules: Option<PathBuf>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertRuleEntry {
+    tenant: String,
+    queue: String,
+    alerts: crate::model::AlertRules,
+}
+
+/// Apply the thresholds of the configuration file (queues are created if needed).
+async fn apply_alert_rules(queue: &QueueService, path: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let entries: Vec<AlertRuleEntry> =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a list of alert rules", path.display()))?;
+    let actor = crate::model::Actor::host("configuration");
+    for entry in entries {
+        let mut config = queue.store().queue(&entry.tenant, &entry.queue)?.map(|q| q.config).unwrap_or_default();
+        config.alerts = entry.alerts;
+        queue
+            .configure_queue(&entry.tenant, &entry.queue, config, &actor)
+            .await
+            .with_context(|| format!("alert rules for {}/{} in {}", entry.tenant, entry.queue, path.display()))?;
+    }
+    Ok(())
 }
 
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
@@ -52,10 +84,20 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     let queue = Arc::new(QueueService::new(store.clone(), plugins));
     let loop_health = Arc::new(maintenance::LoopHealth::default());
+    if let Some(path) = &config.alert_rules {
+        apply_alert_rules(&queue, path).await?;
+    }
     let checkpoints = Checkpoints::open(&data, store.clone()).context("cannot open the checkpoints folder")?;
-    let app = Arc::new(App { queue: queue.clone(), keyring, loops: loop_health.clone(), checkpoints });
+    let alerting = Arc::new(Alerting::new(queue.clone(), Webhooks::new(config.webhook_allow.clone())));
+    let app = Arc::new(App {
+        queue: queue.clone(),
+        keyring,
+        loops: loop_health.clone(),
+        checkpoints,
+        alerting: alerting.clone(),
+    });
     let stop = CancellationToken::new();
-    let loops = maintenance::start(queue.clone(), &config.maintenance, loop_health, stop.clone());
+    let loops = maintenance::start(queue.clone(), alerting, &config.maintenance, loop_health, stop.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

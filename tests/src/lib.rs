@@ -146,6 +146,12 @@ impl Server {
         child.wait().expect("wait for server")
     }
 
+    /// Start again on the same data folder and port, with other `serve` arguments.
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     /// Start again on the same data folder and port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the server first");

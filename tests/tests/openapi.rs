@@ -28,6 +28,9 @@ POST   /v1/jobs/{job_uuid}/replay
 POST   /v1/jobs/{job_uuid}/cancel
 GET    /metrics
 GET    /v1/stats
+GET    /v1/alerts
+GET    /v1/alerts/history
+POST   /v1/alerts/{id}/ack
 POST   /v1/queues/{queue}/pause
 POST   /v1/queues/{queue}/resume
 POST   /v1/admin/pause

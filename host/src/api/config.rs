@@ -31,6 +31,9 @@ pub async fn put(
     {
         return Err(Error::validation("min_retention_days is above max_retention_days").into());
     }
+    for url in &config.webhooks {
+        app.alerting.webhooks.check(url)?;
+    }
     // The tenant's own tags must pass the compliance rules on their own.
     crate::tags::merge(&crate::tags::Sources {
         tenant: &TenantConfig::default(),

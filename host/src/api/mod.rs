@@ -3,6 +3,7 @@
 //! router and cannot leave a route out.
 
 mod admin;
+mod alerts;
 mod auth;
 mod checkpoints;
 mod config;
@@ -41,6 +42,7 @@ pub struct App {
     pub keyring: Keyring,
     pub loops: Arc<crate::maintenance::LoopHealth>,
     pub checkpoints: crate::checkpoints::Checkpoints,
+    pub alerting: Arc<crate::alerts::Alerting>,
 }
 
 pub type AppState = Arc<App>;
@@ -81,6 +83,9 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(checkpoints::create, checkpoints::list))
         .routes(routes!(checkpoints::get, checkpoints::delete))
         .routes(routes!(checkpoints::restore))
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::history))
+        .routes(routes!(alerts::acknowledge))
         .routes(routes!(jobs::insert, jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::history))

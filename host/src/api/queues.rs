@@ -78,6 +78,8 @@ pub struct QueueConfigInput {
     pub pending_timeout_ms: Option<u64>,
     pub processing_timeout_ms: Option<u64>,
     pub parked_timeout_ms: Option<u64>,
+    /// Alert thresholds (replaces the queue's whole set).
+    pub alerts: Option<crate::model::AlertRules>,
 }
 
 /// Set a queue's configuration (creating the queue if needed).
@@ -104,6 +106,7 @@ pub async fn put(
     config.pending_timeout_ms = input.pending_timeout_ms.unwrap_or(config.pending_timeout_ms);
     config.processing_timeout_ms = input.processing_timeout_ms.unwrap_or(config.processing_timeout_ms);
     config.parked_timeout_ms = input.parked_timeout_ms.unwrap_or(config.parked_timeout_ms);
+    config.alerts = input.alerts.unwrap_or(config.alerts);
     app.queue.configure_queue(&scope.tenant, &queue, config, &scope.actor).await?;
     let view = app.queue.queue(&scope.tenant, &queue)?;
     Ok(axum::Json(QueueInfo::from_view(view, crate::model::now_ms())))

@@ -3,6 +3,7 @@
 //! that can reach the server.
 
 mod admin;
+mod alerts;
 mod client;
 mod jobs;
 mod output;
@@ -77,6 +78,9 @@ enum Commands {
     Jobs(jobs::JobCommand),
     /// Run a command once per job of a queue: a worker for any script.
     Work(work::WorkArgs),
+    /// Alerts: list, history, acknowledge.
+    #[command(subcommand)]
+    Alerts(alerts::AlertCommand),
     /// Plugins: upload, list, show, delete, bind, unbind, bindings, check.
     #[command(subcommand)]
     Plugins(plugins::PluginCommand),
@@ -135,6 +139,17 @@ struct ServeArgs {
     /// How often the stuck detector looks for jobs past their timeouts, in ms.
     #[arg(long, default_value_t = 1000)]
     stuck_interval_ms: u64,
+    /// How often alerts are evaluated, in ms.
+    #[arg(long, default_value_t = 1000)]
+    alert_interval_ms: u64,
+    /// A webhook destination tenants may use: `host` (any port) or `host:port`.
+    /// Repeat it. Nothing is allowed by default; loopback only when listed.
+    #[arg(long = "webhook-allow")]
+    webhook_allow: Vec<String>,
+    /// A JSON file of alert thresholds to apply at start:
+    /// [{"tenant": "acme", "queue": "emails", "alerts": {"depth": {"fire_above": 1000, "clear_below": 500, "for_ms": 60000}}}]
+    #[arg(long)]
+    alert_rules: Option<PathBuf>,
     #[command(flatten)]
     engine: PluginEngineArgs,
     /// Wall-clock limit of one plugin call, in ms.
@@ -175,6 +190,7 @@ pub fn main() -> ExitCode {
         Commands::Jobs(c) => runtime.block_on(jobs::run(&client, out, c)),
         Commands::Work(args) => runtime.block_on(work::run(client, args)),
         Commands::Plugins(c) => runtime.block_on(plugins::run(&client, out, c)),
+        Commands::Alerts(c) => runtime.block_on(alerts::run(&client, out, c)),
         Commands::CompilePlugin(args) => {
             return match compile_stdin_to_stdout(&args.limits()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -204,6 +220,7 @@ fn run_server(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
             rescue_interval: std::time::Duration::from_millis(args.rescue_interval_ms),
             schedule_interval: std::time::Duration::from_millis(args.schedule_interval_ms),
             stuck_interval: std::time::Duration::from_millis(args.stuck_interval_ms),
+            alert_interval: std::time::Duration::from_millis(args.alert_interval_ms),
         },
         plugins: PluginLimits {
             deadline: std::time::Duration::from_millis(args.plugin_deadline_ms),
@@ -213,6 +230,8 @@ fn run_server(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
             compile_timeout: std::time::Duration::from_secs(args.plugin_compile_timeout_s),
             ..args.engine.limits()
         },
+        webhook_allow: args.webhook_allow,
+        alert_rules: args.alert_rules,
     };
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! and runs as a loop that stops when its cancellation token fires. They call the
 //! same store and queue service as the API.
 
+pub mod alert_evaluator;
 pub mod rescuer;
 pub mod scheduler;
 pub mod stuck_detector;
@@ -27,6 +28,8 @@ pub struct MaintenanceConfig {
     pub schedule_interval: Duration,
     /// How often the stuck detector looks for jobs past their timeouts. Default 1 s.
     pub stuck_interval: Duration,
+    /// How often alerts are evaluated. Default 1 s.
+    pub alert_interval: Duration,
 }
 
 impl Default for MaintenanceConfig {
@@ -35,6 +38,7 @@ impl Default for MaintenanceConfig {
             rescue_interval: Duration::from_millis(250),
             schedule_interval: Duration::from_millis(100),
             stuck_interval: Duration::from_secs(1),
+            alert_interval: Duration::from_secs(1),
         }
     }
 }
@@ -64,10 +68,14 @@ impl LoopHealth {
 /// Start every loop; they stop when `stop` is cancelled.
 pub fn start(
     queue: Arc<QueueService>,
+    alerting: Arc<crate::alerts::Alerting>,
     config: &MaintenanceConfig,
     health: Arc<LoopHealth>,
     stop: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
+    let alerts = spawn_loop("alert_evaluator", config.alert_interval, stop.clone(), health.clone(), move || {
+        alert_evaluator::pass(alerting.clone())
+    });
     let q = queue.clone();
     let rescuer = spawn_loop("rescuer", config.rescue_interval, stop.clone(), health.clone(), move || {
         rescuer::pass(q.clone(), PASS_LIMIT)
@@ -79,7 +87,7 @@ pub fn start(
     let scheduler = spawn_loop("scheduler", config.schedule_interval, stop, health, move || {
         scheduler::pass(queue.clone(), PASS_LIMIT)
     });
-    vec![rescuer, stuck, scheduler]
+    vec![rescuer, stuck, scheduler, alerts]
 }
 
 /// Run `pass` every `interval` until stopped. A pass returns how many jobs it moved;

@@ -54,6 +54,8 @@ fn copy_all(src: &ReadTransaction, dst: &WriteTransaction) -> Result<()> {
     copy(src, dst, BINDINGS)?;
     copy(src, dst, TENANT_CONFIG)?;
     copy(src, dst, USER_CONFIG)?;
+    copy(src, dst, ALERTS)?;
+    copy(src, dst, ALERT_EVENTS)?;
     Ok(())
 }
 

@@ -26,8 +26,8 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{
-    Actor, ApiKey, Binding, Breaker, HistoryEvent, Job, JobState, Judgement, Plugin, PluginKind, QueueConfig, Stage,
-    Tenant, TenantConfig, UserConfig,
+    Actor, Alert, AlertEvent, ApiKey, Binding, Breaker, HistoryEvent, Job, JobState, Judgement, Plugin, PluginKind,
+    QueueConfig, Stage, Tenant, TenantConfig, UserConfig,
 };
 
 /// A validated insert request for one job.
@@ -311,6 +311,15 @@ pub trait Store: Send + Sync + 'static {
     /// jobs created since are kept; the scope's queue configurations and bindings
     /// return; its breakers close. Returns the changed jobs.
     async fn restore(&self, snapshot: Snapshot, scope: RestoreScope, actor: Actor) -> Result<Vec<Change>>;
+    /// Store an alert's new state and its history event.
+    async fn put_alert(&self, alert: Alert, event: AlertEvent) -> Result<()>;
+    /// One tenant's alerts, or every tenant's.
+    fn alerts(&self, tenant: Option<&str>) -> Result<Vec<Alert>>;
+    fn alert_events(&self, tenant: &str) -> Result<Vec<AlertEvent>>;
+    /// Every queue's configuration: (tenant, queue, config).
+    fn queue_configs(&self) -> Result<Vec<(String, String, QueueConfig)>>;
+    /// When the longest-running processing job of the queue was claimed.
+    fn oldest_processing(&self, tenant: &str, queue: &str) -> Result<Option<DateTime<Utc>>>;
     /// Jobs by (tenant, queue, state) for every queue; stuck counted as its own row.
     fn counts(&self) -> Result<Vec<CountRow>>;
     /// The ready time of the queue's next job, if any is ready.

@@ -6,7 +6,7 @@ use redb::ReadableTable;
 use super::codec::{decode, encode};
 use super::writer::{OpError, WriteCtx};
 use crate::error::{Code, Error};
-use crate::model::{Binding, Plugin, PluginKind, Stage, TenantConfig, UserConfig};
+use crate::model::{Alert, AlertEvent, Binding, Plugin, PluginKind, Stage, TenantConfig, UserConfig};
 
 type OpResult<T> = Result<T, OpError>;
 
@@ -119,5 +119,14 @@ pub fn put_tenant_config(ctx: &mut WriteCtx<'_, '_>, tenant: &str, config: &Tena
 pub fn put_user_config(ctx: &mut WriteCtx<'_, '_>, tenant: &str, user_id: &str, config: &UserConfig) -> OpResult<()> {
     require_tenant(ctx, tenant)?;
     ctx.tables.user_config.insert((tenant, user_id), encode(config).as_slice())?;
+    Ok(())
+}
+
+pub fn put_alert(ctx: &mut WriteCtx<'_, '_>, alert: &Alert, event: &AlertEvent) -> OpResult<()> {
+    let t = &mut *ctx.tables;
+    t.alerts.insert((alert.tenant.as_str(), alert.id.as_str()), encode(alert).as_slice())?;
+    let n = t.meta.get("alert_seq")?.map(|v| v.value()).unwrap_or(0) + 1;
+    t.meta.insert("alert_seq", n)?;
+    t.alert_events.insert((alert.tenant.as_str(), n), encode(event).as_slice())?;
     Ok(())
 }

@@ -291,6 +291,54 @@ impl Store for RedbStore {
         self.write(move |ctx| super::restore_ops::restore(ctx, snapshot, &scope, &actor)).await
     }
 
+    async fn put_alert(&self, alert: Alert, event: AlertEvent) -> Result<()> {
+        self.write(move |ctx| plugin_ops::put_alert(ctx, &alert, &event)).await
+    }
+
+    fn alerts(&self, tenant: Option<&str>) -> Result<Vec<Alert>> {
+        let txn = self.read()?;
+        let t = txn.open_table(ALERTS).map_err(internal)?;
+        match tenant {
+            Some(tenant) => decode_while(t.range((tenant, "")..).map_err(internal)?, |k| k.0 == tenant),
+            None => decode_while(t.range::<(&str, &str)>(..).map_err(internal)?, |_| true),
+        }
+    }
+
+    fn alert_events(&self, tenant: &str) -> Result<Vec<AlertEvent>> {
+        let txn = self.read()?;
+        let t = txn.open_table(ALERT_EVENTS).map_err(internal)?;
+        decode_while(t.range((tenant, 0)..=(tenant, u64::MAX)).map_err(internal)?, |_| true)
+    }
+
+    fn queue_configs(&self) -> Result<Vec<(String, String, QueueConfig)>> {
+        let txn = self.read()?;
+        let t = txn.open_table(QUEUES).map_err(internal)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(internal)? {
+            let (k, v) = entry.map_err(internal)?;
+            let (tenant, queue) = k.value();
+            out.push((tenant.to_owned(), queue.to_owned(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn oldest_processing(&self, tenant: &str, queue: &str) -> Result<Option<DateTime<Utc>>> {
+        let txn = self.read()?;
+        let t = txn.open_table(BY_STATE).map_err(internal)?;
+        let code = JobState::Processing.code();
+        let mut oldest: Option<DateTime<Utc>> = None;
+        for entry in t.range((tenant, code, 0)..=(tenant, code, u64::MAX)).map_err(internal)? {
+            let seq = entry.map_err(internal)?.0.value().2;
+            if let Some(job) = job_by_seq(&txn, seq)?
+                && job.queue == queue
+                && let Some(lease) = &job.lease
+            {
+                oldest = Some(oldest.map_or(lease.acquired_at, |o| o.min(lease.acquired_at)));
+            }
+        }
+        Ok(oldest)
+    }
+
     fn counts(&self) -> Result<Vec<CountRow>> {
         let txn = self.read()?;
         let t = txn.open_table(COUNTS).map_err(internal)?;

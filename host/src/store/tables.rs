@@ -53,7 +53,11 @@ pub const BINDINGS: TableDefinition<(&str, &str, &str, u8), &[u8]> = TableDefini
 pub const TENANT_CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("tenant_config");
 /// (tenant, user_id) -> user configuration (JSON).
 pub const USER_CONFIG: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("user_config");
-/// name -> value: `schema_version`, `next_seq`.
+/// (tenant, alert id) -> alert (JSON).
+pub const ALERTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("alerts");
+/// (tenant, n) -> alert event (JSON), the alert history.
+pub const ALERT_EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("alert_events");
+/// name -> value: `schema_version`, `next_seq`, `paused`, `alert_seq`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// All tables of one write transaction, opened once per batch.
@@ -82,6 +86,8 @@ pub struct Tables<'t> {
     pub bindings: redb::Table<'t, (&'static str, &'static str, &'static str, u8), &'static [u8]>,
     pub tenant_config: redb::Table<'t, &'static str, &'static [u8]>,
     pub user_config: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub alerts: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub alert_events: redb::Table<'t, (&'static str, u64), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -111,6 +117,8 @@ impl<'t> Tables<'t> {
             bindings: txn.open_table(BINDINGS)?,
             tenant_config: txn.open_table(TENANT_CONFIG)?,
             user_config: txn.open_table(USER_CONFIG)?,
+            alerts: txn.open_table(ALERTS)?,
+            alert_events: txn.open_table(ALERT_EVENTS)?,
         })
     }
 }
