@@ -175,8 +175,12 @@ mod tests {
         plugins: Vec<Value>,
         request: Value,
     ) -> Result<Value> {
-        let tenant =
-            TenantConfig { default_tags: obj(tenant), min_retention_days: bounds.0, max_retention_days: bounds.1 };
+        let tenant = TenantConfig {
+            default_tags: obj(tenant),
+            min_retention_days: bounds.0,
+            max_retention_days: bounds.1,
+            ..Default::default()
+        };
         let user = UserConfig { tags: obj(user) };
         let plugins: Vec<_> = plugins.into_iter().map(obj).collect();
         let request = obj(request);

@@ -10,8 +10,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice_tests::*;
 
+/// What a receiver got: the bodies it accepted, and how many calls it answered.
+type Received = (Arc<Mutex<Vec<Value>>>, Arc<Mutex<usize>>);
+
 /// A webhook receiver that answers 500 to its first `fail_first` calls.
-fn receiver(fail_first: usize) -> (u16, Arc<Mutex<Vec<Value>>>, Arc<Mutex<usize>>) {
+fn receiver(fail_first: usize) -> (u16, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (bodies, calls) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0usize)));
@@ -46,7 +49,7 @@ fn receiver(fail_first: usize) -> (u16, Arc<Mutex<Vec<Value>>>, Arc<Mutex<usize>
             let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         }
     });
-    (port, bodies, calls)
+    (port, (bodies, calls))
 }
 
 fn alert(t: &Tenant, id: &str) -> Option<Value> {
@@ -72,7 +75,7 @@ fn insert_many(t: &Tenant, queue: &str, n: usize) {
 
 #[test]
 fn thresholds_fire_once_stay_resolve_and_reach_webhooks() {
-    let (port, bodies, calls) = receiver(2);
+    let (port, (bodies, calls)) = receiver(2);
     let allow = format!("127.0.0.1:{port}");
     let server =
         Server::start_with(&["--webhook-allow", &allow, "--alert-interval-ms", "100", "--stuck-interval-ms", "100"]);
