@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::model::{Actor, Alert, AlertEvent, AlertState, JobState, PluginKind, QueueConfig, Stage, now_ms};
+use crate::model::{Actor, Alert, AlertEvent, AlertState, JobState, PluginKind, Stage, now_ms};
 use crate::plugins::QueueStats;
 use crate::queue::QueueService;
 use crate::webhooks::Webhooks;
@@ -108,7 +108,7 @@ impl Alerting {
                                 "{rule} is {value} (fires above {}, clears at {})",
                                 threshold.fire_above, threshold.clear_below
                             );
-                            self.fire(&tenant, &name, rule, "threshold", "warning", message, value, &config).await?;
+                            self.fire(&tenant, &name, rule, "threshold", "warning", message, value).await?;
                             changed += 1;
                         }
                     }
@@ -127,17 +127,8 @@ impl Alerting {
                 for alert in &wanted {
                     if firing(&alert.name).is_none() {
                         let value = figures.stats.pending as f64;
-                        self.fire(
-                            &tenant,
-                            &name,
-                            &alert.name,
-                            &source,
-                            alert.severity,
-                            alert.message.clone(),
-                            value,
-                            &config,
-                        )
-                        .await?;
+                        self.fire(&tenant, &name, &alert.name, &source, alert.severity, alert.message.clone(), value)
+                            .await?;
                         changed += 1;
                     }
                 }
@@ -164,7 +155,6 @@ impl Alerting {
         severity: &str,
         message: String,
         value: f64,
-        _config: &QueueConfig,
     ) -> Result<()> {
         let now = now_ms();
         let alert = Alert {
