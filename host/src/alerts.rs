@@ -29,6 +29,26 @@ struct Figures {
     values: Vec<(&'static str, f64)>,
 }
 
+/// Parked jobs of a queue: a walk over the tenant's failed jobs (the state index),
+/// never over all of its jobs.
+fn count_parked(store: &dyn crate::store::Store, tenant: &str, queue: &str) -> Result<u64> {
+    let filter = crate::store::JobFilter {
+        queue: Some(queue.into()),
+        state: Some(JobState::Failed),
+        parked: Some(true),
+        ..Default::default()
+    };
+    let (mut parked, mut cursor) = (0, None);
+    loop {
+        let page = store.jobs(tenant, &filter, cursor, 500)?;
+        parked += page.jobs.len() as u64;
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(parked),
+        }
+    }
+}
+
 impl Alerting {
     pub fn new(queue: Arc<QueueService>, webhooks: Webhooks) -> Alerting {
         Alerting { queue, webhooks, above_since: DashMap::new() }
@@ -42,15 +62,7 @@ impl Alerting {
         let oldest = store.oldest_ready(tenant, name)?.map_or(0, |t| (now - t).num_milliseconds().max(0) as u64);
         let processing =
             store.oldest_processing(tenant, name)?.map_or(0, |t| (now - t).num_milliseconds().max(0) as u64);
-        let parked = store
-            .jobs(
-                tenant,
-                &crate::store::JobFilter { queue: Some(name.into()), parked: Some(true), ..Default::default() },
-                None,
-                500,
-            )?
-            .jobs
-            .len() as u64;
+        let parked = count_parked(store.as_ref(), tenant, name)?;
         let stats = QueueStats {
             queue: name.to_owned(),
             pending: count(JobState::Pending),

@@ -12,6 +12,8 @@ use crate::store::WriterStats;
 
 /// Above this many queued write requests the host reports itself not ready.
 const WRITER_BACKLOG_LIMIT: u64 = 10_000;
+/// Past this without an epoch tick, plugin deadlines no longer work: not ready.
+const PLUGIN_TICK_STALE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Serialize, ToSchema)]
 pub struct WriterHealth {
@@ -54,6 +56,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, axum::Json<Heal
     let counts = store.counts();
     let paused = store.host_paused();
     let stalled = app.loops.stalled();
+    let since_tick = app.queue.plugins().since_last_tick();
     let checks = vec![
         Check {
             name: "database",
@@ -67,8 +70,8 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, axum::Json<Heal
         },
         Check {
             name: "plugin_engine",
-            ok: true,
-            detail: format!("{} plugin calls at once", app.queue.plugins().limits().concurrent_calls),
+            ok: since_tick < PLUGIN_TICK_STALE,
+            detail: format!("epoch ticker last ticked {} ms ago", since_tick.as_millis()),
         },
         Check {
             name: "maintenance",

@@ -192,16 +192,9 @@ async fn list(client: &Client, out: Output, a: ListArgs) -> Result<(), CliError>
     Ok(())
 }
 
+/// Percent-encode a query value or path segment.
 pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 async fn add_bulk(client: &Client, out: Output, file: &PathBuf, batch: usize) -> Result<(), CliError> {

@@ -4,6 +4,7 @@
 //! compiler process build their engine here.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -38,8 +39,9 @@ pub fn engine(limits: &PluginLimits) -> anyhow::Result<Engine> {
     Ok(Engine::new(&config)?)
 }
 
-/// Advance the engine's epoch every tick, for as long as the engine lives.
-pub fn start_ticker(engine: &Engine) {
+/// Advance the engine's epoch every tick, for as long as the engine lives, and
+/// note when it last ticked: without ticks no deadline would ever stop a plugin.
+pub fn start_ticker(engine: &Engine, last_tick_ms: Arc<AtomicI64>) {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("sluice-epoch".into())
@@ -47,6 +49,7 @@ pub fn start_ticker(engine: &Engine) {
             while let Some(engine) = weak.upgrade() {
                 engine.increment_epoch();
                 drop(engine);
+                last_tick_ms.store(crate::model::now_ms().timestamp_millis(), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_micros(1_000_000 / TICKS_PER_SECOND));
             }
         })

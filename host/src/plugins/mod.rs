@@ -85,6 +85,8 @@ pub struct PluginHost {
     bindings: ArcSwap<BindingMap>,
     /// One permit per pooling-allocator slot: calls beyond them wait their turn.
     slots: tokio::sync::Semaphore,
+    /// When the epoch ticker last ticked (ms since the epoch).
+    last_tick_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 fn digest_of(bytes: &[u8]) -> String {
@@ -99,7 +101,8 @@ impl PluginHost {
         compiler: Compiler,
     ) -> anyhow::Result<PluginHost> {
         let engine = engine::engine(&limits)?;
-        engine::start_ticker(&engine);
+        let last_tick_ms = Arc::new(std::sync::atomic::AtomicI64::new(now_ms().timestamp_millis()));
+        engine::start_ticker(&engine, last_tick_ms.clone());
         let linker = engine::linker(&engine)?;
         let host = PluginHost {
             engine,
@@ -109,6 +112,7 @@ impl PluginHost {
             loaded: DashMap::new(),
             bindings: ArcSwap::from_pointee(HashMap::new()),
             slots: tokio::sync::Semaphore::new(limits.concurrent_calls as usize),
+            last_tick_ms,
             limits,
         };
         for plugin in host.store.plugins(None)? {
@@ -120,6 +124,12 @@ impl PluginHost {
 
     pub fn limits(&self) -> &PluginLimits {
         &self.limits
+    }
+
+    /// How long ago the epoch ticker last ticked; deadlines rely on it.
+    pub fn since_last_tick(&self) -> std::time::Duration {
+        let last = self.last_tick_ms.load(std::sync::atomic::Ordering::Relaxed);
+        std::time::Duration::from_millis((now_ms().timestamp_millis() - last).max(0) as u64)
     }
 
     /// A loaded plugin of a tenant.
