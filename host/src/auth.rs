@@ -16,54 +16,94 @@ use crate::error::{Code, Error, Result};
 use crate::model::{ApiKey, Role, Tenant, now_ms};
 use crate::store::Store;
 
-/// Something a request wants to do; roles are granted sets of these.
+/// Something a request wants to do; roles are granted sets of these. The table
+/// of which role may do what is `Role::allows`; PERMISSIONS.md is the same policy
+/// written out per route (a test holds the two together).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Permission {
     ManageTenants,
+    /// Create, list and revoke keys (a tenant-admin: its own tenant's).
     ManageKeys,
+    /// A queue's configuration and counts.
     ReadQueues,
+    /// The tenant's figures: stats, alerts, usage, retention report.
+    ReadStats,
+    /// Configure, pause and resume queues; reset breakers; acknowledge alerts.
     ManageQueues,
+    /// Pause and resume the whole host; checkpoints and restores.
+    ManageHost,
+    /// Host-wide figures at `/metrics`.
+    ReadMetrics,
     InsertJobs,
     ReadJobs,
+    /// Claim, heartbeat, complete, fail, release.
     WorkJobs,
     /// Retry, replay, cancel.
     ManageJobs,
+    /// Place and lift legal holds.
+    ManageHolds,
     /// Upload and delete plugins, bind and unbind them.
     ManagePlugins,
     ReadPlugins,
-    /// The tenant's configuration and its users'.
+    /// The tenant's configuration and its users' (tags, quotas within the limits).
     ManageConfig,
     ReadConfig,
-    /// Host-wide figures at `/metrics`.
-    ReadMetrics,
-    /// Pause and resume the whole host.
-    ManageHost,
+    /// A tenant's limits.
+    ManageLimits,
+    /// One user's usage and quota.
+    ReadUserUsage,
+    /// The right to delete a user's data.
+    DeleteUserData,
+    /// Deletion receipts.
+    ReadDeletions,
+    /// The security audit log.
+    ReadAudit,
 }
 
 impl Role {
-    /// The role policy. Finer rules (auditor scopes, user keys) come with the
-    /// security work; every route already asks through here.
+    /// The role policy.
     pub fn allows(self, p: Permission) -> bool {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::Operator => {
-                matches!(
-                    p,
-                    ReadQueues
-                        | ManageQueues
-                        | ReadJobs
-                        | ManageJobs
-                        | ReadPlugins
-                        | ReadConfig
-                        | ReadMetrics
-                        | ManageHost
-                )
-            }
-            Role::TenantAdmin => !matches!(p, ManageTenants | WorkJobs | ReadMetrics | ManageHost),
+            Role::Operator => matches!(
+                p,
+                ReadQueues
+                    | ReadStats
+                    | ManageQueues
+                    | ManageHost
+                    | ReadMetrics
+                    | ReadJobs
+                    | ManageJobs
+                    | ReadPlugins
+                    | ReadConfig
+                    | ReadUserUsage
+            ),
+            Role::TenantAdmin => matches!(
+                p,
+                ManageKeys
+                    | ReadQueues
+                    | ReadStats
+                    | ManageQueues
+                    | ReadJobs
+                    | ManageJobs
+                    | ManageHolds
+                    | ManagePlugins
+                    | ReadPlugins
+                    | ManageConfig
+                    | ReadConfig
+                    | ReadUserUsage
+                    | DeleteUserData
+                    | ReadDeletions
+            ),
             Role::Producer => matches!(p, InsertJobs | ReadJobs | ReadQueues),
             Role::Worker => matches!(p, WorkJobs | ReadJobs | ReadQueues),
-            Role::Auditor => matches!(p, ReadJobs | ReadQueues | ReadPlugins | ReadConfig),
+            Role::Auditor => matches!(
+                p,
+                ReadQueues | ReadStats | ReadJobs | ReadPlugins | ReadConfig | ReadUserUsage | ReadDeletions | ReadAudit
+            ),
+            // Only ever on its own user's objects (the `Scope` enforces that).
+            Role::User => matches!(p, ReadJobs | ReadUserUsage | DeleteUserData),
         }
     }
 
@@ -71,7 +111,7 @@ impl Role {
     pub fn tenant_binding(self) -> Binding {
         match self {
             Role::Admin | Role::Operator => Binding::AllTenants,
-            Role::TenantAdmin | Role::Producer | Role::Worker => Binding::OneTenant,
+            Role::TenantAdmin | Role::Producer | Role::Worker | Role::User => Binding::OneTenant,
             Role::Auditor => Binding::Either,
         }
     }
@@ -121,8 +161,24 @@ impl Keyring {
         bool::from(key.hash.ct_eq(&hash)).then(|| key.clone())
     }
 
-    /// Create a key; the secret is returned once and never stored.
-    pub async fn create(&self, name: String, role: Role, tenant: Option<String>) -> Result<(ApiKey, String)> {
+    /// Create a key; the secret is returned once and never stored. A `user` key
+    /// names its user; no other key may.
+    pub async fn create(
+        &self,
+        name: String,
+        role: Role,
+        tenant: Option<String>,
+        user_id: Option<String>,
+    ) -> Result<(ApiKey, String)> {
+        match (role, &user_id) {
+            (Role::User, None) => return Err(Error::validation("a user key needs user_id")),
+            (Role::User, Some(u)) if u.is_empty() || u.len() > 256 => {
+                return Err(Error::validation("user_id: 1 to 256 bytes"));
+            }
+            (Role::User, Some(_)) => {}
+            (_, Some(_)) => return Err(Error::validation("only a user key names a user_id")),
+            (_, None) => {}
+        }
         match (role.tenant_binding(), &tenant) {
             (Binding::OneTenant, None) => {
                 return Err(Error::validation(format!("a {} key must belong to a tenant", role.as_str())));
@@ -138,6 +194,7 @@ impl Keyring {
             name,
             role,
             tenant,
+            user_id,
             hash: hash_secret(&secret),
             created_at: now_ms(),
             revoked_at: None,
@@ -154,12 +211,19 @@ impl Keyring {
         Ok(key)
     }
 
+    /// Forget keys deleted with their user (right to delete): effective at once.
+    pub fn forget(&self, hashes: &[[u8; 32]]) {
+        for hash in hashes {
+            self.live.remove(hash);
+        }
+    }
+
     /// On first start: an admin key spanning all tenants, for the operator to begin with.
     pub async fn bootstrap(&self) -> Result<Option<String>> {
         if !self.store.keys()?.is_empty() {
             return Ok(None);
         }
-        let (_, secret) = self.create("bootstrap admin".into(), Role::Admin, None).await?;
+        let (_, secret) = self.create("bootstrap admin".into(), Role::Admin, None, None).await?;
         Ok(Some(secret))
     }
 }

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
-use crate::model::now_ms;
-use crate::store::{SCHEMA_VERSION, Store};
+use crate::model::{JobState, now_ms};
+use crate::store::{PendingErasure, SCHEMA_VERSION, Store};
 
 /// Folder of the data directory holding checkpoints.
 pub const FOLDER: &str = "checkpoints";
@@ -32,6 +32,9 @@ pub struct Checkpoint {
 pub struct Checkpoints {
     dir: Arc<Dir>,
     store: Arc<dyn Store>,
+    /// Held while a checkpoint is written or scrubbed, so an erasure never misses
+    /// a checkpoint being made.
+    busy: tokio::sync::Mutex<()>,
 }
 
 /// Ids are ours (`cp-` and 32 hex digits): anything else never reaches the file system.
@@ -43,24 +46,50 @@ fn check_id(id: &str) -> Result<()> {
 impl Checkpoints {
     pub fn open(data: &Dir, store: Arc<dyn Store>) -> anyhow::Result<Checkpoints> {
         data.create_dir_all(FOLDER)?;
-        Ok(Checkpoints { dir: Arc::new(data.open_dir(FOLDER)?), store })
+        Ok(Checkpoints { dir: Arc::new(data.open_dir(FOLDER)?), store, busy: tokio::sync::Mutex::new(()) })
     }
 
     /// Export the current state; the host keeps serving while it runs.
     pub async fn create(&self) -> Result<Checkpoint> {
+        let _busy = self.busy.lock().await;
         let id = format!("cp-{}", uuid::Uuid::now_v7().simple());
         let created_at = now_ms();
         let (dir, store, name) = (self.dir.clone(), self.store.clone(), format!("{id}.redb"));
         let counts = tokio::task::spawn_blocking(move || store.export(&dir, &name))
             .await
             .map_err(|e| Error::internal(format!("checkpoint: {e}")))??;
-        let bytes = self.dir.metadata(format!("{id}.redb")).map_err(Error::internal)?.len();
-        let jobs = counts.into_iter().map(|(s, n)| (s.as_str().to_owned(), n.into())).collect();
-        let checkpoint = Checkpoint { id, created_at, schema_version: SCHEMA_VERSION, jobs, bytes };
+        let mut checkpoint =
+            Checkpoint { id, created_at, schema_version: SCHEMA_VERSION, jobs: Default::default(), bytes: 0 };
+        self.write_sidecar(&mut checkpoint, counts)?;
+        Ok(checkpoint)
+    }
+
+    /// Record the file's counts and size in its sidecar.
+    fn write_sidecar(&self, checkpoint: &mut Checkpoint, counts: Vec<(JobState, u64)>) -> Result<()> {
+        checkpoint.jobs = counts.into_iter().map(|(s, n)| (s.as_str().to_owned(), n.into())).collect();
+        checkpoint.bytes = self.dir.metadata(format!("{}.redb", checkpoint.id)).map_err(Error::internal)?.len();
         self.dir
             .write(format!("{}.json", checkpoint.id), serde_json::to_vec_pretty(&checkpoint).expect("serialisable"))
-            .map_err(Error::internal)?;
-        Ok(checkpoint)
+            .map_err(Error::internal)
+    }
+
+    /// Remove deleted users from every checkpoint file (each written anew).
+    /// Returns how many files changed.
+    pub async fn scrub(&self, subjects: &[PendingErasure]) -> Result<u64> {
+        let _busy = self.busy.lock().await;
+        let mut changed = 0;
+        for mut checkpoint in self.list()? {
+            let (dir, store, name) = (self.dir.clone(), self.store.clone(), format!("{}.redb", checkpoint.id));
+            let subjects = subjects.to_vec();
+            let counts = tokio::task::spawn_blocking(move || store.scrub_checkpoint(&dir, &name, &subjects))
+                .await
+                .map_err(|e| Error::internal(format!("checkpoint: {e}")))??;
+            if let Some(counts) = counts {
+                self.write_sidecar(&mut checkpoint, counts)?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     pub fn list(&self) -> Result<Vec<Checkpoint>> {

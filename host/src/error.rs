@@ -17,6 +17,8 @@ pub enum Code {
     NotFound,
     Unauthenticated,
     Forbidden,
+    QuotaExceeded,
+    RateLimited,
     PluginInvalid,
     PluginRejected,
     PluginTimeout,
@@ -47,6 +49,8 @@ impl Code {
             Code::NotFound => "NOT_FOUND",
             Code::Unauthenticated => "UNAUTHENTICATED",
             Code::Forbidden => "FORBIDDEN",
+            Code::QuotaExceeded => "QUOTA_EXCEEDED",
+            Code::RateLimited => "RATE_LIMITED",
             Code::PluginInvalid => "PLUGIN_INVALID",
             Code::PluginRejected => "PLUGIN_REJECTED",
             Code::PluginTimeout => "PLUGIN_TIMEOUT",
@@ -80,6 +84,7 @@ impl Code {
             Code::NotFound => 404,
             Code::Unauthenticated => 401,
             Code::Forbidden => 403,
+            Code::QuotaExceeded | Code::RateLimited => 429,
             Code::MethodNotAllowed => 405,
             Code::UnsupportedMediaType => 415,
             Code::HeadersTooLarge => 431,
@@ -95,11 +100,20 @@ impl Code {
 pub struct Error {
     pub code: Code,
     pub reason: String,
+    /// Which quota refused the request (`tenant.max_pending`, `user.insert_rate` ...).
+    pub limit: Option<String>,
+    /// For RATE_LIMITED: seconds until a retry can succeed (the Retry-After header).
+    pub retry_after: Option<u64>,
 }
 
 impl Error {
     pub fn new(code: Code, reason: impl Into<String>) -> Error {
-        Error { code, reason: reason.into() }
+        Error { code, reason: reason.into(), limit: None, retry_after: None }
+    }
+
+    pub fn with_limit(mut self, limit: String) -> Error {
+        self.limit = Some(limit);
+        self
     }
 
     pub fn validation(reason: impl Into<String>) -> Error {

@@ -39,6 +39,15 @@ pub fn plugin_call(tenant: &str, plugin: &Plugin, outcome: &str, failure_code: O
     metrics::histogram!("sluice_plugin_call_duration_seconds", &labels).record(duration.as_secs_f64());
 }
 
+/// A request refused by a quota (the error names the limit); labelled by tenant
+/// and limit, never by user.
+pub fn quota_refusal(tenant: &str, error: &crate::error::Error) {
+    if let Some(limit) = &error.limit {
+        let labels = [("tenant", tenant.to_owned()), ("limit", limit.clone())];
+        metrics::counter!("sluice_quota_refusals_total", &labels).increment(1);
+    }
+}
+
 /// The writer's counters, set just before a scrape.
 pub fn writer(stats: &WriterStats) {
     metrics::gauge!("sluice_writer_requests").set(stats.requests as f64);

@@ -125,7 +125,11 @@ pub struct Job {
     /// When the job becomes stuck if nothing happens (absent while stuck).
     #[serde(default)]
     pub stuck_at: Option<DateTime<Utc>>,
+    /// A legal hold placed on this job: it is never deleted while held.
     pub legal_hold: bool,
+    /// A legal hold placed on the job's user (covers all of the user's jobs).
+    #[serde(default)]
+    pub user_hold: bool,
     #[schema(value_type = Object)]
     pub tags: Map<String, Value>,
     pub stage: Stage,
@@ -343,6 +347,8 @@ pub enum Role {
     Producer,
     Worker,
     Auditor,
+    /// Bound to one (tenant, user_id): reads that user's jobs, asks for its deletion.
+    User,
 }
 
 impl Role {
@@ -354,6 +360,7 @@ impl Role {
             Role::Producer => "producer",
             Role::Worker => "worker",
             Role::Auditor => "auditor",
+            Role::User => "user",
         }
     }
 }
@@ -366,6 +373,9 @@ pub struct ApiKey {
     pub role: Role,
     /// `None`: the key spans all tenants.
     pub tenant: Option<String>,
+    /// For a `user` key: the user it speaks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     #[serde(with = "hex_hash")]
     #[schema(value_type = String)]
     pub hash: [u8; 32],
@@ -502,6 +512,9 @@ pub struct UserConfig {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub tags: Map<String, Value>,
+    /// The user's own quota (within the tenant's limits); else the tenant's user default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<crate::limits::UserQuota>,
 }
 
 /// A threshold: fires once the value has stayed above `fire_above` for `for_ms`,
@@ -590,4 +603,60 @@ pub struct AlertEvent {
     pub event: String,
     pub value: f64,
     pub message: String,
+}
+
+impl Job {
+    /// Held by a legal hold on the job or on its user: never deleted.
+    pub fn held(&self) -> bool {
+        self.legal_hold || self.user_hold
+    }
+
+    /// The retention this job was given, in days (`retention_days` tag).
+    pub fn retention_days(&self) -> Option<u64> {
+        self.tags.get("retention_days").and_then(Value::as_u64)
+    }
+}
+
+/// A legal hold on a user: all of the user's jobs, present and future, are kept.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserHold {
+    pub user_id: String,
+    pub reason: Option<String>,
+    pub placed_at: DateTime<Utc>,
+    pub placed_by: Actor,
+}
+
+/// The receipt of a right-to-delete request. It holds no personal data: not the
+/// user id, only what was done and when erasure from the files completed.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Receipt {
+    pub id: String,
+    pub tenant: String,
+    pub requested_at: DateTime<Utc>,
+    pub jobs_deleted: u64,
+    /// Running jobs whose lease the deletion revoked.
+    pub leases_revoked: u64,
+    /// Jobs kept because of a legal hold.
+    pub held_kept: u64,
+    /// The user's own API keys, deleted.
+    pub keys_deleted: u64,
+    /// Checkpoint files rewritten without the user's data.
+    pub checkpoints_rewritten: u64,
+    /// When the database file and the checkpoints were rewritten without the data.
+    pub erasure_completed_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of the security audit log (append-only; never restored).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    /// `key_create`, `key_revoke`, `denied`, `user_delete`, `erasure_complete`,
+    /// `limits_change`, `quota_change`, `plugin_upload`, `plugin_bind`, `restore` ...
+    pub action: String,
+    pub actor: Actor,
+    /// The tenant acted in; `None` for host-wide actions.
+    pub tenant: Option<String>,
+    #[schema(value_type = Object)]
+    pub detail: Map<String, Value>,
 }

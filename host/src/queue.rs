@@ -168,6 +168,7 @@ impl JobInput {
 pub struct QueueService {
     store: Arc<dyn Store>,
     plugins: Arc<PluginHost>,
+    quotas: crate::quota::Quotas,
     pseudonyms: Pseudonyms,
     /// Claimers waiting for work, per (tenant, queue).
     waiters: DashMap<(String, String), Arc<Notify>>,
@@ -193,8 +194,9 @@ impl Drop for RestoreGuard {
 }
 
 impl QueueService {
-    pub fn new(store: Arc<dyn Store>, plugins: Arc<PluginHost>) -> QueueService {
+    pub fn new(store: Arc<dyn Store>, plugins: Arc<PluginHost>, default_limits: crate::limits::Limits) -> QueueService {
         QueueService {
+            quotas: crate::quota::Quotas::new(store.clone(), default_limits),
             pseudonyms: Pseudonyms::new(store.clone()),
             store,
             plugins,
@@ -210,6 +212,14 @@ impl QueueService {
 
     pub fn plugins(&self) -> &Arc<PluginHost> {
         &self.plugins
+    }
+
+    pub fn quotas(&self) -> &crate::quota::Quotas {
+        &self.quotas
+    }
+
+    pub fn pseudonyms(&self) -> &Pseudonyms {
+        &self.pseudonyms
     }
 
     fn count_event(&self, tenant: &str, queue: &str, kind: &'static str) {
@@ -273,16 +283,31 @@ impl QueueService {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let (places, jobs): (Vec<usize>, Vec<NewJob>) = valid.into_iter().unzip();
+        let admission = match self.quotas.admit(tenant, &valid.iter().map(|(_, j)| j).collect::<Vec<_>>()) {
+            Ok(admission) => admission,
+            Err(e) => {
+                crate::metrics::quota_refusal(tenant, &e);
+                return Err(e);
+            }
+        };
+        let mut sized = Vec::new();
+        for (i, new) in valid {
+            match admission.check_payload(&new) {
+                Ok(()) => sized.push((i, new)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let (places, jobs): (Vec<usize>, Vec<NewJob>) = sized.into_iter().unzip();
         let mut accepted = Vec::new();
         for (i, tagged) in places.into_iter().zip(judge::tag_jobs(&self.plugins, &self.store, tenant, jobs).await?) {
-            match tagged {
+            match tagged.and_then(|mut new| admission.check_retention(&mut new).map(|()| new)) {
                 Ok(new) => accepted.push((i, new)),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
         let (places, jobs): (Vec<usize>, Vec<NewJob>) = accepted.into_iter().unzip();
-        for (i, stored) in places.into_iter().zip(self.store.insert(tenant, jobs, actor.clone()).await?) {
+        for (i, stored) in places.into_iter().zip(self.store.insert(tenant, jobs, actor.clone(), admission.caps()).await?)
+        {
             results[i] = Some(stored);
         }
         let results: Vec<Result<Job>> = results.into_iter().map(|r| r.expect("every job has a result")).collect();
@@ -294,6 +319,7 @@ impl QueueService {
             }
         }
         for err in results.iter().filter_map(|r| r.as_ref().err()) {
+            crate::metrics::quota_refusal(tenant, err);
             tracing::info!(target: "sluice::job", action = "insert", tenant, actor = %actor, code = err.code.as_str(), reason = %err.reason, "insert refused");
         }
         Ok(results)
@@ -521,7 +547,10 @@ impl QueueService {
     ) -> Result<QueueConfig> {
         check_queue_name(name)?;
         check_config(&config)?;
-        let config = self.store.put_queue_config(tenant, name, config).await?;
+        let max_queues = self.quotas.limits(tenant)?.max_queues;
+        let config = self.store.put_queue_config(tenant, name, config, max_queues).await.inspect_err(|e| {
+            crate::metrics::quota_refusal(tenant, e);
+        })?;
         tracing::info!(target: "sluice::queue", action = "configure", tenant, queue = name, actor = %actor, "queue configured");
         Ok(config)
     }

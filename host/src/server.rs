@@ -12,6 +12,7 @@ use crate::alerts::Alerting;
 use crate::api::{self, App};
 use crate::auth::Keyring;
 use crate::checkpoints::Checkpoints;
+use crate::maintenance::retention_cleaner::RetentionReports;
 use crate::maintenance::{self, MaintenanceConfig};
 use crate::plugins::{Compiler, PluginHost, PluginLimits};
 use crate::queue::QueueService;
@@ -35,6 +36,19 @@ pub struct ServeConfig {
     /// A JSON file of alert thresholds applied at start:
     /// `[{"tenant": "acme", "queue": "emails", "alerts": {"depth": {...}}}]`.
     pub alert_rules: Option<PathBuf>,
+    /// A JSON file of the limits every tenant gets unless an admin sets its own
+    /// (`{"max_pending": 100000, "insert_rate": {"per_second": 1000, "burst": 2000}, ...}`).
+    pub limits: Option<PathBuf>,
+}
+
+/// The host's default tenant limits, from the `--limits` file (none: unlimited).
+fn default_limits(path: Option<&std::path::Path>) -> anyhow::Result<crate::limits::Limits> {
+    let Some(path) = path else { return Ok(crate::limits::Limits::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let limits: crate::limits::Limits =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a limits object", path.display()))?;
+    limits.check().with_context(|| format!("limits in {}", path.display()))?;
+    Ok(limits)
 }
 
 #[derive(serde::Deserialize)]
@@ -82,22 +96,26 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let plugins = Arc::new(
         PluginHost::start(store.clone(), config.plugins.clone(), compiler).await.context("cannot load plugins")?,
     );
-    let queue = Arc::new(QueueService::new(store.clone(), plugins));
+    let queue = Arc::new(QueueService::new(store.clone(), plugins, default_limits(config.limits.as_deref())?));
     let loop_health = Arc::new(maintenance::LoopHealth::default());
     if let Some(path) = &config.alert_rules {
         apply_alert_rules(&queue, path).await?;
     }
-    let checkpoints = Checkpoints::open(&data, store.clone()).context("cannot open the checkpoints folder")?;
+    let checkpoints =
+        Arc::new(Checkpoints::open(&data, store.clone()).context("cannot open the checkpoints folder")?);
     let alerting = Arc::new(Alerting::new(queue.clone(), Webhooks::new(config.webhook_allow.clone())));
+    let retention = Arc::new(RetentionReports::default());
     let app = Arc::new(App {
         queue: queue.clone(),
         keyring,
         loops: loop_health.clone(),
-        checkpoints,
+        checkpoints: checkpoints.clone(),
         alerting: alerting.clone(),
+        retention: retention.clone(),
     });
     let stop = CancellationToken::new();
-    let loops = maintenance::start(queue.clone(), alerting, &config.maintenance, loop_health, stop.clone());
+    let services = maintenance::Services { alerting, checkpoints, retention };
+    let loops = maintenance::start(queue.clone(), services, &config.maintenance, loop_health, stop.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -466,7 +466,7 @@ async fn worker_task(store: Arc<RedbStore>, c: Shared, tenant: String, budget: A
             let count = rng.range(1, 3);
             let jobs: Vec<NewJob> = (0..count).map(|i| new_job(&mut rng, id * 1000 + n * 10 + i)).collect();
             client(&c).submitted_inserts.extend(jobs.iter().map(|j| j.job_uuid));
-            let result = store.insert(&tenant, jobs, actor()).await;
+            let result = store.insert(&tenant, jobs, actor(), Default::default()).await;
             let mut cl = client(&c);
             match result {
                 Ok(results) => {
@@ -539,7 +539,7 @@ async fn workload(store: Arc<RedbStore>, c: Shared, tenant: String, budget: u64,
     }
     // q0 retries at once (no backoff), so the scheduler pass has work; q1 keeps the defaults.
     let config = QueueConfig { backoff_base_ms: 0, backoff_cap_ms: 0, ..QueueConfig::default() };
-    match store.put_queue_config(&tenant, "q0", config).await {
+    match store.put_queue_config(&tenant, "q0", config, None).await {
         Ok(_) => {
             let mut cl = client(&c);
             cl.config_acked = true;
@@ -821,7 +821,7 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
         let mut rng = Rng::new(max_seq ^ 0xabc);
         let mut probe = new_job(&mut rng, 0);
         probe.queue = "probe".into();
-        let inserted = store.insert(tenant, vec![probe.clone()], actor()).await.map_err(e("probe insert"))?;
+        let inserted = store.insert(tenant, vec![probe.clone()], actor(), Default::default()).await.map_err(e("probe insert"))?;
         let job = inserted.into_iter().next().unwrap().map_err(e("probe insert"))?;
         ensure!(job.seq > max_seq, "probe job got seq {} but seq {max_seq} already exists", job.seq);
         let claimed = store

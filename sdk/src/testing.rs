@@ -22,7 +22,7 @@ use sluice_host::model::{Job, JobState, PluginKind, Stage, Tenant, now_ms};
 use sluice_host::plugins::{
     Action, CallReport, Compiler, LoadedPlugin, PluginHost, PluginLimits, PolicyAlert, QueueStats, Upload, Verdict,
 };
-use sluice_host::store::{NewJob, RedbStore, Store, StoreOptions};
+use sluice_host::store::{NewJob, PluginCaps, RedbStore, Store, StoreOptions};
 
 /// The tenant plugins belong to inside the harness.
 const TENANT: &str = "harness";
@@ -100,7 +100,7 @@ impl Harness {
             let host = PluginHost::start(store, limits, Compiler::InProcess).await.expect("plugin engine");
             let upload = Upload { name: "under-test".into(), kind, version: "0.0.0".into() };
             let (plugin, _) = host
-                .upload(TENANT, upload, bytes)
+                .upload(TENANT, upload, bytes, PluginCaps::default())
                 .await
                 .unwrap_or_else(|e| panic!("the upload checks refused it: {e}"));
             let loaded = host.loaded(TENANT, &plugin.digest).expect("loaded");

@@ -30,7 +30,7 @@ pub async fn create_tenant(
 ) -> ApiResult<(StatusCode, axum::Json<Tenant>)> {
     let actor = caller.global(Permission::ManageTenants, "manage tenants")?;
     let tenant = app.store().create_tenant(new_tenant(input.id)?).await?;
-    tracing::info!(target: "sluice::audit", action = "tenant_create", tenant = %tenant.id, actor = %actor, "tenant created");
+    app.audit("tenant_create", &actor, Some(&tenant.id), serde_json::json!({})).await;
     Ok((StatusCode::CREATED, axum::Json(tenant)))
 }
 
@@ -54,6 +54,8 @@ pub struct KeyInput {
     /// The key's tenant; leave out for a key that spans tenants. A tenant-bound
     /// caller can only create keys of its own tenant.
     pub tenant: Option<String>,
+    /// For a `user` key: the user it speaks for.
+    pub user_id: Option<String>,
 }
 
 /// A key as listed: never the secret, nor its hash.
@@ -63,6 +65,8 @@ pub struct KeyView {
     pub name: String,
     pub role: Role,
     pub tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -74,6 +78,7 @@ impl From<ApiKey> for KeyView {
             name: k.name,
             role: k.role,
             tenant: k.tenant,
+            user_id: k.user_id,
             created_at: k.created_at,
             revoked_at: k.revoked_at,
         }
@@ -101,17 +106,19 @@ pub async fn create_key(
     if name.is_empty() || name.len() > 128 {
         return Err(Error::validation("name: 1 to 128 bytes").into());
     }
-    let tenant = match (&caller.key.tenant, input.tenant) {
+    let tenant = match (caller.tenant_filter()?, input.tenant) {
         (None, wanted) => wanted,
-        (Some(own), None) => Some(own.clone()),
-        (Some(own), Some(wanted)) if *own == wanted => Some(wanted),
+        (Some(own), None) => Some(own),
+        (Some(own), Some(wanted)) if own == wanted => Some(wanted),
         (Some(_), Some(_)) => return Err(Error::not_found("tenant").into()),
     };
-    if caller.key.tenant.is_some() && matches!(input.role, Role::Admin | Role::Operator) {
+    let spanning = matches!(input.role, Role::Admin | Role::Operator) || tenant.is_none();
+    if caller.key.tenant.is_some() && spanning {
         return Err(crate::auth::forbidden(caller.key.role, "create keys that span tenants").into());
     }
-    let (key, secret) = app.keyring.create(name, input.role, tenant).await?;
-    tracing::info!(target: "sluice::audit", action = "key_create", key_id = %key.id, role = key.role.as_str(), tenant = key.tenant.as_deref().unwrap_or("*"), actor = %actor, "key created");
+    let (key, secret) = app.keyring.create(name, input.role, tenant, input.user_id).await?;
+    let detail = serde_json::json!({ "key_id": key.id, "role": key.role.as_str() });
+    app.audit("key_create", &actor, key.tenant.as_deref(), detail).await;
     Ok((StatusCode::CREATED, axum::Json(CreatedKey { key: key.into(), secret })))
 }
 
@@ -120,15 +127,17 @@ pub struct KeyList {
     pub keys: Vec<KeyView>,
 }
 
-/// List keys: all of them for a key that spans tenants, else the caller's tenant's.
+/// List keys: the caller's tenant's, or every key for a key that spans tenants and
+/// names no tenant with `Sluice-Tenant`.
 #[utoipa::path(get, path = "/v1/keys", tag = "admin", responses((status = 200, body = KeyList)))]
 pub async fn list_keys(State(app): State<AppState>, caller: Caller) -> ApiResult<axum::Json<KeyList>> {
     caller.global(Permission::ManageKeys, "manage keys")?;
+    let tenant = caller.tenant_filter()?;
     let keys = app
         .store()
         .keys()?
         .into_iter()
-        .filter(|k| caller.key.tenant.is_none() || k.tenant == caller.key.tenant)
+        .filter(|k| tenant.is_none() || k.tenant == tenant)
         .map(KeyView::from)
         .collect();
     Ok(axum::Json(KeyList { keys }))
@@ -142,7 +151,7 @@ pub async fn revoke_key(
     Path(key_id): Path<String>,
 ) -> ApiResult<axum::Json<KeyView>> {
     let actor = caller.global(Permission::ManageKeys, "manage keys")?;
-    let key = app.keyring.revoke(&key_id, caller.key.tenant.as_deref()).await?;
-    tracing::info!(target: "sluice::audit", action = "key_revoke", key_id = %key.id, actor = %actor, "key revoked");
+    let key = app.keyring.revoke(&key_id, caller.tenant_filter()?.as_deref()).await?;
+    app.audit("key_revoke", &actor, key.tenant.as_deref(), serde_json::json!({ "key_id": key.id })).await;
     Ok(axum::Json(key.into()))
 }

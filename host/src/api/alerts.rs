@@ -19,7 +19,7 @@ pub struct AlertList {
 /// The tenant's alerts, firing and resolved.
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts", responses((status = 200, body = AlertList)))]
 pub async fn list(State(app): State<AppState>, caller: Caller) -> ApiResult<axum::Json<AlertList>> {
-    let scope = caller.tenant(Permission::ReadQueues, "read alerts")?;
+    let scope = caller.tenant(Permission::ReadStats, "read alerts")?;
     Ok(axum::Json(AlertList { alerts: app.store().alerts(Some(&scope.tenant))? }))
 }
 
@@ -31,7 +31,7 @@ pub struct AlertHistory {
 /// Every alert event of the tenant, in order.
 #[utoipa::path(get, path = "/v1/alerts/history", tag = "alerts", responses((status = 200, body = AlertHistory)))]
 pub async fn history(State(app): State<AppState>, caller: Caller) -> ApiResult<axum::Json<AlertHistory>> {
-    let scope = caller.tenant(Permission::ReadQueues, "read alerts")?;
+    let scope = caller.tenant(Permission::ReadStats, "read alerts")?;
     Ok(axum::Json(AlertHistory { events: app.store().alert_events(&scope.tenant)? }))
 }
 

@@ -17,7 +17,7 @@ use crate::checkpoints::Checkpoint;
 pub async fn create(State(app): State<AppState>, caller: Caller) -> ApiResult<(StatusCode, axum::Json<Checkpoint>)> {
     let actor = caller.global(Permission::ManageHost, "take checkpoints")?;
     let checkpoint = app.checkpoints.create().await?;
-    tracing::info!(target: "sluice::audit", action = "checkpoint_create", id = %checkpoint.id, bytes = checkpoint.bytes, actor = %actor, "checkpoint taken");
+    app.audit("checkpoint_create", &actor, None, serde_json::json!({ "id": checkpoint.id, "bytes": checkpoint.bytes })).await;
     Ok((StatusCode::CREATED, axum::Json(checkpoint)))
 }
 
@@ -53,7 +53,7 @@ pub async fn delete(
 ) -> ApiResult<axum::Json<Checkpoint>> {
     let actor = caller.global(Permission::ManageHost, "delete checkpoints")?;
     let checkpoint = app.checkpoints.delete(&id)?;
-    tracing::info!(target: "sluice::audit", action = "checkpoint_delete", id = %id, actor = %actor, "checkpoint deleted");
+    app.audit("checkpoint_delete", &actor, None, serde_json::json!({ "id": id })).await;
     Ok(axum::Json(checkpoint))
 }
 

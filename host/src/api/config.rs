@@ -34,6 +34,14 @@ pub async fn put(
     for url in &config.webhooks {
         app.alerting.webhooks.check(url)?;
     }
+    if let Some(max) = app.queue.quotas().limits(&scope.tenant)?.max_webhooks
+        && config.webhooks.len() as u64 > max
+    {
+        let detail = format!("{} webhooks, at most {max}", config.webhooks.len());
+        let e = crate::limits::exceeded(crate::limits::Holder::Tenant, "max_webhooks", detail);
+        crate::metrics::quota_refusal(&scope.tenant, &e);
+        return Err(e.into());
+    }
     // The tenant's own tags must pass the compliance rules on their own.
     crate::tags::merge(&crate::tags::Sources {
         tenant: &TenantConfig::default(),
@@ -42,7 +50,8 @@ pub async fn put(
         request: &config.default_tags,
     })?;
     let config = app.store().put_tenant_config(&scope.tenant, config).await?;
-    tracing::info!(target: "sluice::audit", action = "config_change", tenant = %scope.tenant, actor = %scope.actor, "tenant configuration changed");
+    let detail = serde_json::json!({ "webhooks": config.webhooks.len() });
+    app.audit("config_change", &scope.actor, Some(&scope.tenant), detail).await;
     Ok(axum::Json(config))
 }
 
@@ -76,7 +85,11 @@ pub async fn put_user(
         plugins: &[],
         request: &config.tags,
     })?;
+    if let Some(quota) = &config.quota {
+        quota.check_within(&app.queue.quotas().limits(&scope.tenant)?)?;
+    }
     let config = app.store().put_user_config(&scope.tenant, &user_id, config).await?;
-    tracing::info!(target: "sluice::audit", action = "user_config_change", tenant = %scope.tenant, actor = %scope.actor, "user configuration changed");
+    let action = if config.quota.is_some() { "quota_change" } else { "user_config_change" };
+    app.audit(action, &scope.actor, Some(&scope.tenant), serde_json::json!({ "quota": config.quota })).await;
     Ok(axum::Json(config))
 }

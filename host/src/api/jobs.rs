@@ -132,11 +132,14 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(Error::validation("limit: 1 to 500").into());
     }
+    if let Some(asked) = &p.user_id {
+        scope.check_user(asked)?;
+    }
     let filter = JobFilter {
         queue: p.queue,
         state: p.state,
         kind: p.kind,
-        user_id: p.user_id,
+        user_id: scope.user.clone().or(p.user_id),
         parked: p.parked,
         stuck: p.stuck,
     };
@@ -152,7 +155,9 @@ pub async fn get(
     Path(job_uuid): Path<Uuid>,
 ) -> ApiResult<axum::Json<Job>> {
     let scope = caller.tenant(Permission::ReadJobs, "read jobs")?;
-    Ok(axum::Json(app.queue.job(&scope.tenant, job_uuid)?))
+    let job = app.queue.job(&scope.tenant, job_uuid)?;
+    scope.check_job(&job)?;
+    Ok(axum::Json(job))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -169,6 +174,9 @@ pub async fn history(
     Path(job_uuid): Path<Uuid>,
 ) -> ApiResult<axum::Json<History>> {
     let scope = caller.tenant(Permission::ReadJobs, "read jobs")?;
+    if scope.user.is_some() {
+        scope.check_job(&app.queue.job(&scope.tenant, job_uuid)?)?;
+    }
     Ok(axum::Json(History { job_uuid, events: app.queue.history(&scope.tenant, job_uuid)? }))
 }
 

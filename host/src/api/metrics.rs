@@ -37,7 +37,7 @@ pub struct Stats {
 /// The tenant's own figures, per queue.
 #[utoipa::path(get, path = "/v1/stats", tag = "ops", responses((status = 200, body = Stats)))]
 pub async fn stats(State(app): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Stats>> {
-    let scope = caller.tenant(Permission::ReadQueues, "read statistics")?;
+    let scope = caller.tenant(Permission::ReadStats, "read statistics")?;
     let now = crate::model::now_ms();
     let mut queues: Vec<QueueStats> = Vec::new();
     for row in app.store().counts()?.into_iter().filter(|r| r.tenant == scope.tenant) {

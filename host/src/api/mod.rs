@@ -27,6 +27,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Keyring;
 use crate::error::{Code, Error};
+use crate::model::Actor;
 use crate::queue::QueueService;
 use crate::store::Store;
 use problem::ApiError;
@@ -41,8 +42,9 @@ pub struct App {
     pub queue: Arc<QueueService>,
     pub keyring: Keyring,
     pub loops: Arc<crate::maintenance::LoopHealth>,
-    pub checkpoints: crate::checkpoints::Checkpoints,
+    pub checkpoints: Arc<crate::checkpoints::Checkpoints>,
     pub alerting: Arc<crate::alerts::Alerting>,
+    pub retention: Arc<crate::maintenance::retention_cleaner::RetentionReports>,
 }
 
 pub type AppState = Arc<App>;
@@ -50,6 +52,16 @@ pub type AppState = Arc<App>;
 impl App {
     pub fn store(&self) -> &Arc<dyn Store> {
         self.queue.store()
+    }
+
+    /// Record a security-relevant action in the audit log (after it took effect),
+    /// and as a log line.
+    pub async fn audit(&self, action: &str, actor: &Actor, tenant: Option<&str>, detail: serde_json::Value) {
+        tracing::info!(target: "sluice::audit", action, tenant = tenant.unwrap_or("*"), actor = %actor, detail = %detail, "audit");
+        let result = self.store().audit(action, actor.clone(), tenant.map(str::to_owned), detail).await;
+        if let Err(e) = result {
+            tracing::error!(target: "sluice::audit", action, error = %e, "could not record an audit event");
+        }
     }
 }
 

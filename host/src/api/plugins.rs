@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use crate::store::PluginCaps;
 use super::auth::Caller;
 use super::extract::{Json, Path, Query, Wasm};
 use super::problem::{ApiResult, Problem};
@@ -37,8 +38,16 @@ pub async fn upload(
 ) -> ApiResult<(StatusCode, axum::Json<Plugin>)> {
     let scope = caller.tenant(Permission::ManagePlugins, "upload plugins")?;
     let upload = Upload { name: p.name, kind: p.kind, version: p.version };
-    let (plugin, created) = app.queue.plugins().upload(&scope.tenant, upload, bytes.to_vec()).await?;
-    tracing::info!(target: "sluice::audit", action = "plugin_upload", tenant = %scope.tenant, digest = %plugin.digest, kind = plugin.kind.as_str(), created, actor = %scope.actor, "plugin uploaded");
+    let limits = app.queue.quotas().limits(&scope.tenant)?;
+    let caps = PluginCaps { plugins: limits.max_plugins, bytes: limits.max_plugin_bytes };
+    let (plugin, created) = app
+        .queue
+        .plugins()
+        .upload(&scope.tenant, upload, bytes.to_vec(), caps)
+        .await
+        .inspect_err(|e| crate::metrics::quota_refusal(&scope.tenant, e))?;
+    let detail = serde_json::json!({ "digest": plugin.digest, "kind": plugin.kind.as_str(), "created": created });
+    app.audit("plugin_upload", &scope.actor, Some(&scope.tenant), detail).await;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(plugin)))
 }
 
@@ -74,7 +83,7 @@ pub async fn delete(
 ) -> ApiResult<axum::Json<Plugin>> {
     let scope = caller.tenant(Permission::ManagePlugins, "delete plugins")?;
     let plugin = app.queue.plugins().delete(&scope.tenant, &digest).await?;
-    tracing::info!(target: "sluice::audit", action = "plugin_delete", tenant = %scope.tenant, digest = %digest, actor = %scope.actor, "plugin deleted");
+    app.audit("plugin_delete", &scope.actor, Some(&scope.tenant), serde_json::json!({ "digest": digest })).await;
     Ok(axum::Json(plugin))
 }
 
@@ -134,8 +143,15 @@ pub async fn bind(
         failure_policy: input.failure_policy,
         created_at: now_ms(),
     };
-    let binding = app.queue.plugins().bind(binding).await?;
-    tracing::info!(target: "sluice::audit", action = "plugin_bind", tenant = %scope.tenant, queue = %binding.queue, kind = binding.kind.as_str(), digest = %binding.plugin, actor = %scope.actor, "plugin bound");
+    let max_bindings = app.queue.quotas().limits(&scope.tenant)?.max_bindings;
+    let binding = app
+        .queue
+        .plugins()
+        .bind(binding, max_bindings)
+        .await
+        .inspect_err(|e| crate::metrics::quota_refusal(&scope.tenant, e))?;
+    let detail = serde_json::json!({ "queue": binding.queue, "kind": binding.kind.as_str(), "digest": binding.plugin });
+    app.audit("plugin_bind", &scope.actor, Some(&scope.tenant), detail).await;
     Ok(axum::Json(binding))
 }
 
@@ -149,6 +165,7 @@ pub async fn unbind(
     let scope = caller.tenant(Permission::ManagePlugins, "unbind plugins")?;
     let (kind, stage) = binding_target(&queue, &kind, &stage)?;
     let binding = app.queue.plugins().unbind(&scope.tenant, &queue, kind, stage).await?;
-    tracing::info!(target: "sluice::audit", action = "plugin_unbind", tenant = %scope.tenant, queue = %queue, kind = kind.as_str(), actor = %scope.actor, "plugin unbound");
+    let detail = serde_json::json!({ "queue": queue, "kind": kind.as_str() });
+    app.audit("plugin_unbind", &scope.actor, Some(&scope.tenant), detail).await;
     Ok(axum::Json(binding))
 }

@@ -18,6 +18,9 @@ pub struct Problem {
     pub status: u16,
     pub code: &'static str,
     pub detail: String,
+    /// The quota that refused the request, for QUOTA_EXCEEDED, RATE_LIMITED and PAYLOAD_TOO_LARGE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 #[derive(Debug)]
@@ -36,6 +39,7 @@ impl ApiError {
             status,
             code: self.error.code.as_str(),
             detail: self.error.reason.clone(),
+            limit: self.error.limit.clone(),
         }
     }
 }
@@ -55,6 +59,9 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, serde_json::to_vec(&problem).unwrap_or_default()).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(seconds) = self.error.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

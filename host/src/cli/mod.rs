@@ -150,6 +150,19 @@ struct ServeArgs {
     /// [{"tenant": "acme", "queue": "emails", "alerts": {"depth": {"fire_above": 1000, "clear_below": 500, "for_ms": 60000}}}]
     #[arg(long)]
     alert_rules: Option<PathBuf>,
+    /// A JSON file of the limits every tenant has unless an admin sets its own:
+    /// {"max_pending": 100000, "insert_rate": {"per_second": 1000, "burst": 2000}, "user": {...}}
+    #[arg(long)]
+    limits: Option<PathBuf>,
+    /// How often the retention cleaner runs, in ms.
+    #[arg(long, default_value_t = 5000)]
+    retention_interval_ms: u64,
+    /// The length of one retention day, in seconds. Shorten it only for drills and tests.
+    #[arg(long, default_value_t = 86_400)]
+    retention_day_seconds: u64,
+    /// How often the eraser looks for deletions to erase from the files, in ms.
+    #[arg(long, default_value_t = 1000)]
+    erase_interval_ms: u64,
     #[command(flatten)]
     engine: PluginEngineArgs,
     /// Wall-clock limit of one plugin call, in ms.
@@ -221,6 +234,9 @@ fn run_server(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
             schedule_interval: std::time::Duration::from_millis(args.schedule_interval_ms),
             stuck_interval: std::time::Duration::from_millis(args.stuck_interval_ms),
             alert_interval: std::time::Duration::from_millis(args.alert_interval_ms),
+            retention_interval: std::time::Duration::from_millis(args.retention_interval_ms),
+            retention_day: std::time::Duration::from_secs(args.retention_day_seconds.max(1)),
+            erase_interval: std::time::Duration::from_millis(args.erase_interval_ms),
         },
         plugins: PluginLimits {
             deadline: std::time::Duration::from_millis(args.plugin_deadline_ms),
@@ -232,6 +248,7 @@ fn run_server(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
         },
         webhook_allow: args.webhook_allow,
         alert_rules: args.alert_rules,
+        limits: args.limits,
     };
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,9 @@
 //! same store and queue service as the API.
 
 pub mod alert_evaluator;
+pub mod eraser;
 pub mod rescuer;
+pub mod retention_cleaner;
 pub mod scheduler;
 pub mod stuck_detector;
 
@@ -30,6 +32,12 @@ pub struct MaintenanceConfig {
     pub stuck_interval: Duration,
     /// How often alerts are evaluated. Default 1 s.
     pub alert_interval: Duration,
+    /// How often the retention cleaner runs. Default 5 s.
+    pub retention_interval: Duration,
+    /// The length of a retention day. Default 24 h; shorter only for drills and tests.
+    pub retention_day: Duration,
+    /// How often the eraser looks for deletions to erase from the files. Default 1 s.
+    pub erase_interval: Duration,
 }
 
 impl Default for MaintenanceConfig {
@@ -39,6 +47,9 @@ impl Default for MaintenanceConfig {
             schedule_interval: Duration::from_millis(100),
             stuck_interval: Duration::from_secs(1),
             alert_interval: Duration::from_secs(1),
+            retention_interval: Duration::from_secs(5),
+            retention_day: Duration::from_secs(86_400),
+            erase_interval: Duration::from_secs(1),
         }
     }
 }
@@ -65,14 +76,31 @@ impl LoopHealth {
     }
 }
 
+/// What the loops work on besides the queue service.
+pub struct Services {
+    pub alerting: Arc<crate::alerts::Alerting>,
+    pub checkpoints: Arc<crate::checkpoints::Checkpoints>,
+    pub retention: Arc<retention_cleaner::RetentionReports>,
+}
+
 /// Start every loop; they stop when `stop` is cancelled.
 pub fn start(
     queue: Arc<QueueService>,
-    alerting: Arc<crate::alerts::Alerting>,
+    services: Services,
     config: &MaintenanceConfig,
     health: Arc<LoopHealth>,
     stop: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
+    let Services { alerting, checkpoints, retention } = services;
+    let store = queue.store().clone();
+    let day_ms = config.retention_day.as_millis() as u64;
+    let cleaner = spawn_loop("retention_cleaner", config.retention_interval, stop.clone(), health.clone(), move || {
+        retention_cleaner::pass(store.clone(), retention.clone(), day_ms, PASS_LIMIT)
+    });
+    let store = queue.store().clone();
+    let eraser = spawn_loop("eraser", config.erase_interval, stop.clone(), health.clone(), move || {
+        eraser::pass(store.clone(), checkpoints.clone())
+    });
     let alerts = spawn_loop("alert_evaluator", config.alert_interval, stop.clone(), health.clone(), move || {
         alert_evaluator::pass(alerting.clone())
     });
@@ -87,7 +115,7 @@ pub fn start(
     let scheduler = spawn_loop("scheduler", config.schedule_interval, stop, health, move || {
         scheduler::pass(queue.clone(), PASS_LIMIT)
     });
-    vec![rescuer, stuck, scheduler, alerts]
+    vec![rescuer, stuck, scheduler, alerts, cleaner, eraser]
 }
 
 /// Run `pass` every `interval` until stopped. A pass returns how many jobs it moved;

@@ -36,7 +36,7 @@ use wasmtime::{Engine, Store};
 
 use crate::error::{Code, Error, Result};
 use crate::model::{Binding, Job, JobState, Judgement, Plugin, PluginKind, Stage, now_ms};
-use crate::store::Store as JobStore;
+use crate::store::{PluginCaps, Store as JobStore};
 use sandbox::CallState;
 use wit::types;
 
@@ -172,13 +172,20 @@ impl PluginHost {
 
     /// Check, compile (bounded) and store an upload. The same bytes from the same
     /// tenant are the same plugin: the first upload's record is returned.
-    pub async fn upload(&self, tenant: &str, upload: Upload, bytes: Vec<u8>) -> Result<(Plugin, bool)> {
+    /// `caps` are the tenant's plugin quotas: checked before compiling, and again
+    /// exactly in the writer.
+    pub async fn upload(&self, tenant: &str, upload: Upload, bytes: Vec<u8>, caps: PluginCaps) -> Result<(Plugin, bool)> {
         check_name("name", &upload.name)?;
         check_name("version", &upload.version)?;
         let checked = check(&bytes, upload.kind, self.limits.upload_bytes)?;
         let digest = digest_of(&bytes);
         if let Some(existing) = self.store.plugin(tenant, &digest)? {
             return Ok((existing, false));
+        }
+        let usage = self.store.usage(tenant)?;
+        if let Some(max) = caps.plugins.filter(|&max| usage.plugins >= max) {
+            let detail = format!("{} of {max} plugins", usage.plugins);
+            return Err(crate::limits::exceeded(crate::limits::Holder::Tenant, "max_plugins", detail));
         }
         let artifact = self.compiler.precompile(&self.engine, &bytes, &self.limits).await?;
         // Linking proves the imports resolve before anything is stored.
@@ -195,7 +202,7 @@ impl PluginHost {
             contract: checked.contract,
             created_at: now_ms(),
         };
-        let (plugin, created) = self.store.put_plugin(plugin, bytes, artifact).await?;
+        let (plugin, created) = self.store.put_plugin(plugin, bytes, artifact, caps).await?;
         self.load(plugin.clone()).await.map_err(Error::internal)?;
         Ok((plugin, created))
     }
@@ -207,8 +214,8 @@ impl PluginHost {
         Ok(plugin)
     }
 
-    pub async fn bind(&self, binding: Binding) -> Result<Binding> {
-        let binding = self.store.put_binding(binding).await?;
+    pub async fn bind(&self, binding: Binding, max_bindings: Option<u64>) -> Result<Binding> {
+        let binding = self.store.put_binding(binding, max_bindings).await?;
         self.refresh_bindings()?;
         Ok(binding)
     }

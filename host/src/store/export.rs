@@ -56,6 +56,17 @@ fn copy_all(src: &ReadTransaction, dst: &WriteTransaction) -> Result<()> {
     copy(src, dst, USER_CONFIG)?;
     copy(src, dst, ALERTS)?;
     copy(src, dst, ALERT_EVENTS)?;
+    copy(src, dst, USER_PENDING)?;
+    copy(src, dst, TENANT_PENDING)?;
+    copy(src, dst, RETENTION)?;
+    copy(src, dst, HELD)?;
+    copy(src, dst, USER_HOLDS)?;
+    copy(src, dst, LIMITS)?;
+    copy(src, dst, AUDIT)?;
+    copy(src, dst, RECEIPTS)?;
+    copy(src, dst, LEDGER)?;
+    copy(src, dst, PENDING_ERASURES)?;
+    copy(src, dst, SECRETS)?;
     Ok(())
 }
 
@@ -90,6 +101,35 @@ pub fn export(db: &Database, dir: &Dir, name: &str) -> Result<Vec<(JobState, u64
     dir.rename(&partial, dir, name).map_err(internal)?;
     dir.open(".").and_then(|d| d.sync_all()).map_err(internal)?;
     counts(&src)
+}
+
+/// Erase the users of `subjects` from checkpoint `dir/name`, then write the file
+/// anew from its live data (a file edited in place keeps deleted bytes in freed
+/// pages). `None` when the checkpoint held nothing of theirs.
+pub fn scrub(
+    dir: &Dir,
+    name: &str,
+    secret: &[u8; 32],
+    subjects: &[super::PendingErasure],
+) -> Result<Option<Vec<(JobState, u64)>>> {
+    let file = dir.open_with(name, OpenOptions::new().read(true).write(true)).map_err(internal)?;
+    let db = redb::Builder::new()
+        .create_with_backend(FileBackend::new(file.into_std()).map_err(internal)?)
+        .map_err(internal)?;
+    let txn = db.begin_write().map_err(internal)?;
+    let erased = {
+        let mut tables = Tables::open(&txn).map_err(internal)?;
+        match super::privacy_ops::erase_subjects(&mut tables, secret, subjects) {
+            Ok(erased) => erased,
+            Err(super::writer::OpError::Refused(e)) => return Err(e),
+            Err(super::writer::OpError::Storage(e)) => return Err(internal(e)),
+        }
+    };
+    txn.commit().map_err(internal)?;
+    if !erased {
+        return Ok(None);
+    }
+    export(&db, dir, name).map(Some)
 }
 
 /// Read what `scope` covers from checkpoint file `dir/name`.

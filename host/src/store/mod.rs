@@ -7,7 +7,9 @@
 
 mod codec;
 mod export;
+mod consistency;
 mod plugin_ops;
+mod privacy_ops;
 mod redb_store;
 mod restore_ops;
 mod tables;
@@ -17,6 +19,7 @@ mod writer;
 pub use redb_store::{RedbStore, StoreOptions};
 pub use tables::SCHEMA_VERSION;
 pub use writer::WriterStats;
+pub use privacy_ops::Erased;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -26,9 +29,10 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{
-    Actor, Alert, AlertEvent, ApiKey, Binding, Breaker, HistoryEvent, Job, JobState, Judgement, Plugin, PluginKind,
-    QueueConfig, Stage, Tenant, TenantConfig, UserConfig,
+    Actor, Alert, AlertEvent, ApiKey, AuditEvent, Binding, Breaker, HistoryEvent, Job, JobState, Judgement, Plugin, PluginKind,
+    QueueConfig, Receipt, Stage, Tenant, TenantConfig, UserConfig, UserHold,
 };
+use crate::limits::Limits;
 
 /// A validated insert request for one job.
 #[derive(Clone, Debug)]
@@ -73,6 +77,7 @@ impl NewJob {
             stuck: false,
             stuck_at: None,
             legal_hold: false,
+            user_hold: false,
             tags: self.tags,
             stage: self.stage,
             progress: None,
@@ -86,6 +91,48 @@ impl NewJob {
             updated_at: now,
         }
     }
+}
+
+/// The quota counts an insert must respect, checked in the writer so that
+/// concurrent inserts cannot overshoot them. `None` is unlimited.
+#[derive(Clone, Debug, Default)]
+pub struct InsertCaps {
+    pub tenant_pending: Option<u64>,
+    /// Per user_id of the request: that user's `max_pending`.
+    pub user_pending: std::collections::HashMap<String, Option<u64>>,
+    pub queues: Option<u64>,
+}
+
+/// The plugin quotas of a tenant, checked in the writer at upload.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PluginCaps {
+    pub plugins: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// A tenant's use of what its limits cover (pending jobs come from the counters).
+#[derive(Clone, Debug, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub pending: u64,
+    pub queues: u64,
+    pub plugins: u64,
+    pub plugin_bytes: u64,
+    pub bindings: u64,
+}
+
+/// A page of the audit log.
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    pub next_cursor: Option<u64>,
+}
+
+/// A right-to-delete whose erasure from the files is still to do.
+#[derive(Clone, Debug)]
+pub struct PendingErasure {
+    pub tenant: String,
+    pub receipt: String,
+    /// The keyed hash of (tenant, user_id), to find the user in checkpoints.
+    pub subject: [u8; 32],
 }
 
 #[derive(Clone, Debug)]
@@ -290,7 +337,7 @@ pub struct QueueView {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Insert jobs; each is accepted or refused on its own (order kept).
-    async fn insert(&self, tenant: &str, jobs: Vec<NewJob>, actor: Actor) -> Result<Vec<Result<Job>>>;
+    async fn insert(&self, tenant: &str, jobs: Vec<NewJob>, actor: Actor, caps: InsertCaps) -> Result<Vec<Result<Job>>>;
     /// Lease up to `limit` ready jobs of one queue, in priority, ready time, insertion order.
     async fn claim(&self, request: ClaimRequest) -> Result<Claimed>;
     /// Pause or resume one queue, or the whole host. Survives restarts.
@@ -340,7 +387,14 @@ pub trait Store: Send + Sync + 'static {
     fn earliest_lease_expiry(&self) -> Result<Option<DateTime<Utc>>>;
 
     fn queue(&self, tenant: &str, name: &str) -> Result<Option<QueueView>>;
-    async fn put_queue_config(&self, tenant: &str, name: &str, config: QueueConfig) -> Result<QueueConfig>;
+    /// Set a queue's configuration; a new queue counts against `max_queues`.
+    async fn put_queue_config(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: QueueConfig,
+        max_queues: Option<u64>,
+    ) -> Result<QueueConfig>;
     /// Close the queue's breakers and send its parked jobs back to pending.
     async fn reset_breakers(&self, tenant: &str, name: &str, actor: Actor) -> Result<Vec<Change>>;
 
@@ -356,7 +410,13 @@ pub trait Store: Send + Sync + 'static {
     async fn note(&self, requests: Vec<NoteRequest>) -> Result<()>;
 
     /// Store an uploaded plugin; an existing (tenant, digest) is returned as is (`false`).
-    async fn put_plugin(&self, plugin: Plugin, component: Vec<u8>, artifact: Vec<u8>) -> Result<(Plugin, bool)>;
+    async fn put_plugin(
+        &self,
+        plugin: Plugin,
+        component: Vec<u8>,
+        artifact: Vec<u8>,
+        caps: PluginCaps,
+    ) -> Result<(Plugin, bool)>;
     async fn replace_artifact(&self, tenant: &str, digest: &str, artifact: Vec<u8>) -> Result<()>;
     /// Refused with `PLUGIN_IN_USE` while a binding names it.
     async fn delete_plugin(&self, tenant: &str, digest: &str) -> Result<Plugin>;
@@ -367,7 +427,7 @@ pub trait Store: Send + Sync + 'static {
     fn plugin_artifact(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>>;
 
     /// Create or replace a binding; the plugin must be the tenant's, of the binding's kind.
-    async fn put_binding(&self, binding: Binding) -> Result<Binding>;
+    async fn put_binding(&self, binding: Binding, max_bindings: Option<u64>) -> Result<Binding>;
     async fn delete_binding(&self, tenant: &str, queue: &str, kind: PluginKind, stage: Stage) -> Result<Binding>;
     fn bindings(&self, tenant: Option<&str>) -> Result<Vec<Binding>>;
 
@@ -378,6 +438,60 @@ pub trait Store: Send + Sync + 'static {
 
     /// The secret behind a user's log pseudonym (created with the user's first job).
     fn user_key(&self, tenant: &str, user_id: &str) -> Result<Option<[u8; 32]>>;
+
+    /// The limits an admin set for the tenant (`None`: the host default applies).
+    fn limits(&self, tenant: &str) -> Result<Option<Limits>>;
+    async fn put_limits(&self, tenant: &str, limits: Limits) -> Result<Limits>;
+    /// Pending jobs of a tenant, or of one of its users.
+    fn pending(&self, tenant: &str, user_id: Option<&str>) -> Result<u64>;
+    fn usage(&self, tenant: &str) -> Result<Usage>;
+
+    /// Place or lift a legal hold on one job.
+    async fn set_job_hold(
+        &self,
+        tenant: &str,
+        job_uuid: Uuid,
+        hold: bool,
+        reason: Option<String>,
+        actor: Actor,
+    ) -> Result<Job>;
+    /// Place (`Some`) or lift a legal hold on a user; returns it and the jobs it covers.
+    async fn set_user_hold(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        hold: Option<UserHold>,
+        actor: Actor,
+    ) -> Result<(UserHold, u64)>;
+    fn user_holds(&self, tenant: &str) -> Result<Vec<UserHold>>;
+    /// Jobs of the tenant under a legal hold.
+    fn held_jobs(&self, tenant: &str) -> Result<Vec<Job>>;
+    /// Host move: delete terminal jobs past retention; (tenant, deleted) pairs.
+    async fn delete_expired(&self, day_ms: u64, limit: usize) -> Result<Vec<(String, u64)>>;
+
+    /// The right to delete: erase the user's data (legally held jobs kept), record
+    /// it in the ledger and queue the erasure from the files. Returns the receipt
+    /// and the hashes of the user's deleted keys.
+    async fn delete_user(&self, tenant: &str, user_id: &str, actor: Actor) -> Result<(Receipt, Vec<[u8; 32]>)>;
+    fn receipts(&self, tenant: &str) -> Result<Vec<Receipt>>;
+    fn pending_erasures(&self) -> Result<Vec<PendingErasure>>;
+    /// Remove the users of `subjects` from checkpoint file `dir/name` and write the
+    /// file anew (blocking). Returns its new counts, or `None` when nothing matched.
+    fn scrub_checkpoint(
+        &self,
+        dir: &cap_std::fs::Dir,
+        name: &str,
+        subjects: &[PendingErasure],
+    ) -> Result<Option<Vec<(JobState, u64)>>>;
+    /// Write the database file anew from its live data, so that no deleted byte
+    /// survives in freed pages. Stores without a file have nothing to do.
+    async fn rewrite_file(&self) -> Result<()>;
+    async fn complete_erasures(&self, done: Vec<PendingErasure>, checkpoints: u64) -> Result<()>;
+
+    /// Append a security audit event.
+    async fn audit(&self, action: &str, actor: Actor, tenant: Option<String>, detail: Value) -> Result<()>;
+    /// Audit events after `after`, oldest first; `tenant` filters to one tenant's.
+    fn audit_events(&self, tenant: Option<&str>, after: u64, limit: usize) -> Result<AuditPage>;
 
     fn writer_stats(&self) -> WriterStats;
 }

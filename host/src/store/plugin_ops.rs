@@ -3,9 +3,12 @@
 
 use redb::ReadableTable;
 
+use super::PluginCaps;
 use super::codec::{decode, encode};
+use super::tables::Tables;
 use super::writer::{OpError, WriteCtx};
 use crate::error::{Code, Error};
+use crate::limits::{self, Holder};
 use crate::model::{Alert, AlertEvent, Binding, Plugin, PluginKind, Stage, TenantConfig, UserConfig};
 
 type OpResult<T> = Result<T, OpError>;
@@ -29,10 +32,23 @@ pub fn put_plugin(
     plugin: Plugin,
     component: &[u8],
     artifact: &[u8],
+    caps: &PluginCaps,
 ) -> OpResult<(Plugin, bool)> {
     require_tenant(ctx, &plugin.tenant)?;
     if let Some(existing) = load_plugin(ctx, &plugin.tenant, &plugin.digest)? {
         return Ok((existing, false));
+    }
+    let (count, bytes) = plugin_usage(ctx.tables, &plugin.tenant)?;
+    if let Some(max) = caps.plugins
+        && count >= max
+    {
+        return Err(limits::exceeded(Holder::Tenant, "max_plugins", format!("{count} of {max} plugins")).into());
+    }
+    if let Some(max) = caps.bytes
+        && bytes + plugin.size > max
+    {
+        let detail = format!("{bytes} bytes stored, {} more would pass {max}", plugin.size);
+        return Err(limits::exceeded(Holder::Tenant, "max_plugin_bytes", detail).into());
     }
     let key = (plugin.tenant.as_str(), plugin.digest.as_str());
     let t = &mut *ctx.tables;
@@ -78,7 +94,33 @@ pub fn delete_plugin(ctx: &mut WriteCtx<'_, '_>, tenant: &str, digest: &str) -> 
     Ok(plugin)
 }
 
-pub fn put_binding(ctx: &mut WriteCtx<'_, '_>, binding: Binding) -> OpResult<Binding> {
+/// A tenant's plugins: how many, and their components' bytes together.
+pub fn plugin_usage(t: &Tables<'_>, tenant: &str) -> OpResult<(u64, u64)> {
+    let (mut count, mut bytes) = (0, 0);
+    for entry in t.plugins.range((tenant, "")..)? {
+        let (k, v) = entry?;
+        if k.value().0 != tenant {
+            break;
+        }
+        let plugin: Plugin = decode(v.value())?;
+        count += 1;
+        bytes += plugin.size;
+    }
+    Ok((count, bytes))
+}
+
+fn binding_count(t: &Tables<'_>, tenant: &str) -> OpResult<u64> {
+    let mut count = 0;
+    for entry in t.bindings.range((tenant, "", "", 0)..)? {
+        if entry?.0.value().0 != tenant {
+            break;
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+pub fn put_binding(ctx: &mut WriteCtx<'_, '_>, binding: Binding, max_bindings: Option<u64>) -> OpResult<Binding> {
     let plugin = load_plugin(ctx, &binding.tenant, &binding.plugin)?.ok_or_else(|| Error::not_found("plugin"))?;
     if plugin.kind != binding.kind {
         return Err(Error::validation(format!(
@@ -90,6 +132,14 @@ pub fn put_binding(ctx: &mut WriteCtx<'_, '_>, binding: Binding) -> OpResult<Bin
         .into());
     }
     let key = (binding.tenant.as_str(), binding.queue.as_str(), binding.kind.as_str(), binding.stage.code());
+    if let Some(max) = max_bindings
+        && ctx.tables.bindings.get(key)?.is_none()
+    {
+        let count = binding_count(ctx.tables, &binding.tenant)?;
+        if count >= max {
+            return Err(limits::exceeded(Holder::Tenant, "max_bindings", format!("{count} of {max} bindings")).into());
+        }
+    }
     ctx.tables.bindings.insert(key, encode(&binding).as_slice())?;
     Ok(binding)
 }

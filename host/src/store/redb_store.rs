@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use cap_std::fs::{Dir, OpenOptions};
 use chrono::{DateTime, Utc};
@@ -12,11 +13,13 @@ use uuid::Uuid;
 
 use super::codec::decode;
 use super::tables::*;
-use super::writer::{OpError, WriteCtx, Writer, WriterStats};
+use super::writer::{OpError, SharedDb, WriteCtx, Writer, WriterStats};
 use super::{
-    Change, ClaimRequest, Claimed, CountRow, JobFilter, JobPage, NewJob, NoteRequest, PauseScope, Promoted, QueueView,
-    Store, TransitionRequest,
+    AuditPage, Change, ClaimRequest, Claimed, CountRow, InsertCaps, JobFilter, JobPage, NewJob, NoteRequest, PauseScope,
+    PendingErasure, PluginCaps, Promoted, QueueView, Store, TransitionRequest, Usage,
 };
+use super::privacy_ops;
+use crate::limits::Limits;
 use super::{RestoreScope, Snapshot};
 use super::{plugin_ops, write_ops};
 use crate::error::{Error, Result};
@@ -35,8 +38,16 @@ impl Default for StoreOptions {
 }
 
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: SharedDb,
     writer: Writer,
+    /// The database file, when there is one (the erasure rewrites it).
+    file: Option<DataFile>,
+}
+
+struct DataFile {
+    dir: Dir,
+    name: String,
+    cache_bytes: usize,
 }
 
 fn internal(e: impl std::fmt::Display) -> Error {
@@ -62,11 +73,10 @@ impl RedbStore {
             // Make the rename itself durable.
             dir.open(".")?.sync_all()?;
         }
-        let file = dir.open_with(name, OpenOptions::new().read(true).write(true))?;
-        let db = redb::Builder::new()
-            .set_cache_size(options.cache_bytes)
-            .create_with_backend(FileBackend::new(file.into_std())?)?;
-        Self::start(db)
+        let db = open_file(dir, name, options.cache_bytes)?;
+        let mut store = Self::start(db)?;
+        store.file = Some(DataFile { dir: dir.try_clone()?, name: name.to_owned(), cache_bytes: options.cache_bytes });
+        Ok(store)
     }
 
     /// Open on any storage backend (the crash tests use one that loses unsynced writes).
@@ -82,13 +92,19 @@ impl RedbStore {
 
     fn start(db: Database) -> anyhow::Result<RedbStore> {
         let next_seq = prepare(&db)?;
-        let db = Arc::new(db);
+        let db: SharedDb = Arc::new(ArcSwap::from_pointee(db));
         let writer = Writer::start(db.clone(), next_seq);
-        Ok(RedbStore { db, writer })
+        Ok(RedbStore { db, writer, file: None })
     }
 
     fn read(&self) -> Result<ReadTransaction> {
-        self.db.begin_read().map_err(internal)
+        self.db.load().begin_read().map_err(internal)
+    }
+
+    /// Check that every index agrees with the job records (tests, after a crash).
+    /// Returns the number of jobs checked, or the first disagreement found.
+    pub fn check_consistency(&self) -> std::result::Result<u64, String> {
+        super::consistency::check(&self.read().map_err(|e| e.to_string())?)
     }
 
     async fn write<T, F>(&self, op: F) -> Result<T>
@@ -100,25 +116,48 @@ impl RedbStore {
     }
 }
 
+fn open_file(dir: &Dir, name: &str, cache_bytes: usize) -> std::io::Result<Database> {
+    let file = dir.open_with(name, OpenOptions::new().read(true).write(true))?;
+    redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create_with_backend(FileBackend::new(file.into_std()).map_err(std::io::Error::other)?)
+        .map_err(std::io::Error::other)
+}
+
 /// Create missing tables, check the storage schema version, and find the next seq.
 fn prepare(db: &Database) -> anyhow::Result<u64> {
     let txn = db.begin_write()?;
     let next_seq = {
-        let tables = Tables::open(&txn)?;
-        let mut meta = tables.meta;
-        let version = meta.get("schema_version")?.map(|v| v.value());
+        let mut tables = Tables::open(&txn)?;
+        let version = tables.meta.get("schema_version")?.map(|v| v.value());
         match version {
             Some(v) if v > SCHEMA_VERSION => anyhow::bail!(
                 "the data file has storage schema version {v}, newer than this binary's {SCHEMA_VERSION}; run a newer sluice"
             ),
-            _ => {
-                meta.insert("schema_version", SCHEMA_VERSION)?;
-            }
+            Some(1) => migrate_from_1(&mut tables)?,
+            _ => {}
         }
-        meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1)
+        tables.meta.insert("schema_version", SCHEMA_VERSION)?;
+        tables.meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1)
     };
     txn.commit()?;
     Ok(next_seq)
+}
+
+/// Schema 1 had no retention index nor pending counters: derive them.
+fn migrate_from_1(t: &mut Tables<'_>) -> anyhow::Result<()> {
+    let mut jobs = Vec::new();
+    for entry in t.jobs.iter()? {
+        jobs.push(decode::<Job>(entry?.1.value())?);
+    }
+    for job in &jobs {
+        match write_ops::add_schema2_entries(t, job) {
+            Ok(()) => {}
+            Err(OpError::Refused(e)) => anyhow::bail!(e),
+            Err(OpError::Storage(e)) => anyhow::bail!(e),
+        }
+    }
+    Ok(())
 }
 
 fn job_by_seq(txn: &ReadTransaction, seq: u64) -> Result<Option<Job>> {
@@ -171,14 +210,14 @@ impl JobFilter {
 
 #[async_trait]
 impl Store for RedbStore {
-    async fn insert(&self, tenant: &str, jobs: Vec<NewJob>, actor: Actor) -> Result<Vec<Result<Job>>> {
+    async fn insert(&self, tenant: &str, jobs: Vec<NewJob>, actor: Actor, caps: InsertCaps) -> Result<Vec<Result<Job>>> {
         let tenant = tenant.to_owned();
         // One writer request for the whole batch; a refused job wrote nothing, so the
         // others are accepted or refused on their own.
         self.write(move |ctx| {
             let mut results = Vec::with_capacity(jobs.len());
             for new in jobs {
-                results.push(match write_ops::insert(ctx, &tenant, new, &actor) {
+                results.push(match write_ops::insert(ctx, &tenant, new, &actor, &caps) {
                     Ok(job) => Ok(job),
                     Err(OpError::Refused(e)) => Err(e),
                     Err(storage) => return Err(storage),
@@ -280,7 +319,7 @@ impl Store for RedbStore {
     }
 
     fn export(&self, dir: &Dir, name: &str) -> Result<Vec<(JobState, u64)>> {
-        super::export::export(&self.db, dir, name)
+        super::export::export(&self.db.load(), dir, name)
     }
 
     fn read_snapshot(&self, dir: &Dir, name: &str, scope: &RestoreScope) -> Result<Snapshot> {
@@ -428,9 +467,16 @@ impl Store for RedbStore {
         Ok(Some(QueueView { tenant: tenant.to_owned(), name: name.to_owned(), config, breakers, counts, stuck }))
     }
 
-    async fn put_queue_config(&self, tenant: &str, name: &str, config: QueueConfig) -> Result<QueueConfig> {
+    async fn put_queue_config(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: QueueConfig,
+        max_queues: Option<u64>,
+    ) -> Result<QueueConfig> {
         let (tenant, name) = (tenant.to_owned(), name.to_owned());
-        self.write(move |ctx| write_ops::put_queue_config(ctx, &tenant, &name, &config).map(|()| config)).await
+        self.write(move |ctx| write_ops::put_queue_config(ctx, &tenant, &name, &config, max_queues).map(|()| config))
+            .await
     }
 
     async fn reset_breakers(&self, tenant: &str, name: &str, actor: Actor) -> Result<Vec<Change>> {
@@ -486,8 +532,14 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn put_plugin(&self, plugin: Plugin, component: Vec<u8>, artifact: Vec<u8>) -> Result<(Plugin, bool)> {
-        self.write(move |ctx| plugin_ops::put_plugin(ctx, plugin, &component, &artifact)).await
+    async fn put_plugin(
+        &self,
+        plugin: Plugin,
+        component: Vec<u8>,
+        artifact: Vec<u8>,
+        caps: PluginCaps,
+    ) -> Result<(Plugin, bool)> {
+        self.write(move |ctx| plugin_ops::put_plugin(ctx, plugin, &component, &artifact, &caps)).await
     }
 
     async fn replace_artifact(&self, tenant: &str, digest: &str, artifact: Vec<u8>) -> Result<()> {
@@ -528,8 +580,8 @@ impl Store for RedbStore {
         Ok(t.get((tenant, digest)).map_err(internal)?.map(|v| v.value().to_vec()))
     }
 
-    async fn put_binding(&self, binding: Binding) -> Result<Binding> {
-        self.write(move |ctx| plugin_ops::put_binding(ctx, binding)).await
+    async fn put_binding(&self, binding: Binding, max_bindings: Option<u64>) -> Result<Binding> {
+        self.write(move |ctx| plugin_ops::put_binding(ctx, binding, max_bindings)).await
     }
 
     async fn delete_binding(&self, tenant: &str, queue: &str, kind: PluginKind, stage: Stage) -> Result<Binding> {
@@ -576,7 +628,187 @@ impl Store for RedbStore {
         Ok(t.get((tenant, user_id)).map_err(internal)?.and_then(|v| v.value().try_into().ok()))
     }
 
+    fn limits(&self, tenant: &str) -> Result<Option<Limits>> {
+        let txn = self.read()?;
+        let t = txn.open_table(LIMITS).map_err(internal)?;
+        let value = t.get(tenant).map_err(internal)?;
+        value.map(|v| decode(v.value())).transpose()
+    }
+
+    async fn put_limits(&self, tenant: &str, limits: Limits) -> Result<Limits> {
+        let tenant = tenant.to_owned();
+        self.write(move |ctx| {
+            if ctx.tables.tenants.get(tenant.as_str())?.is_none() {
+                return Err(Error::not_found("tenant").into());
+            }
+            ctx.tables.limits.insert(tenant.as_str(), super::codec::encode(&limits).as_slice())?;
+            Ok(limits)
+        })
+        .await
+    }
+
+    fn pending(&self, tenant: &str, user_id: Option<&str>) -> Result<u64> {
+        let txn = self.read()?;
+        let value = match user_id {
+            Some(user) => txn.open_table(USER_PENDING).map_err(internal)?.get((tenant, user)).map_err(internal)?,
+            None => txn.open_table(TENANT_PENDING).map_err(internal)?.get(tenant).map_err(internal)?,
+        };
+        Ok(value.map(|v| v.value()).unwrap_or(0))
+    }
+
+    fn usage(&self, tenant: &str) -> Result<Usage> {
+        let txn = self.read()?;
+        let queues = txn.open_table(QUEUES).map_err(internal)?;
+        let queue_count = count_while(queues.range((tenant, "")..).map_err(internal)?, |k| k.0 == tenant)?;
+        let bindings = txn.open_table(BINDINGS).map_err(internal)?;
+        let binding_count = count_while(bindings.range((tenant, "", "", 0u8)..).map_err(internal)?, |k| k.0 == tenant)?;
+        let plugins = self.plugins(Some(tenant))?;
+        Ok(Usage {
+            pending: self.pending(tenant, None)?,
+            queues: queue_count,
+            plugins: plugins.len() as u64,
+            plugin_bytes: plugins.iter().map(|p| p.size).sum(),
+            bindings: binding_count,
+        })
+    }
+
+    async fn set_job_hold(
+        &self,
+        tenant: &str,
+        job_uuid: Uuid,
+        hold: bool,
+        reason: Option<String>,
+        actor: Actor,
+    ) -> Result<Job> {
+        let tenant = tenant.to_owned();
+        self.write(move |ctx| privacy_ops::set_job_hold(ctx, &tenant, job_uuid, hold, reason, &actor)).await
+    }
+
+    async fn set_user_hold(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        hold: Option<UserHold>,
+        actor: Actor,
+    ) -> Result<(UserHold, u64)> {
+        let (tenant, user_id) = (tenant.to_owned(), user_id.to_owned());
+        self.write(move |ctx| privacy_ops::set_user_hold(ctx, &tenant, &user_id, hold, &actor)).await
+    }
+
+    fn user_holds(&self, tenant: &str) -> Result<Vec<UserHold>> {
+        let txn = self.read()?;
+        let t = txn.open_table(USER_HOLDS).map_err(internal)?;
+        decode_while(t.range((tenant, "")..).map_err(internal)?, |k| k.0 == tenant)
+    }
+
+    fn held_jobs(&self, tenant: &str) -> Result<Vec<Job>> {
+        let txn = self.read()?;
+        let held = txn.open_table(HELD).map_err(internal)?;
+        let mut jobs = Vec::new();
+        for entry in held.range((tenant, 0)..=(tenant, u64::MAX)).map_err(internal)? {
+            let seq = entry.map_err(internal)?.0.value().1;
+            jobs.extend(job_by_seq(&txn, seq)?);
+        }
+        Ok(jobs)
+    }
+
+    async fn delete_expired(&self, day_ms: u64, limit: usize) -> Result<Vec<(String, u64)>> {
+        self.write(move |ctx| privacy_ops::delete_expired(ctx, day_ms, limit)).await
+    }
+
+    async fn delete_user(&self, tenant: &str, user_id: &str, actor: Actor) -> Result<(Receipt, Vec<[u8; 32]>)> {
+        let (tenant, user_id) = (tenant.to_owned(), user_id.to_owned());
+        self.write(move |ctx| privacy_ops::delete_user(ctx, &tenant, &user_id, &actor)).await
+    }
+
+    fn receipts(&self, tenant: &str) -> Result<Vec<Receipt>> {
+        let txn = self.read()?;
+        let t = txn.open_table(RECEIPTS).map_err(internal)?;
+        decode_while(t.range((tenant, "")..).map_err(internal)?, |k| k.0 == tenant)
+    }
+
+    fn pending_erasures(&self) -> Result<Vec<PendingErasure>> {
+        let txn = self.read()?;
+        let t = txn.open_table(PENDING_ERASURES).map_err(internal)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(internal)? {
+            let (k, v) = entry.map_err(internal)?;
+            let subject = <[u8; 32]>::try_from(v.value()).map_err(|_| Error::internal("bad ledger hash"))?;
+            out.push(PendingErasure { tenant: k.value().0.to_owned(), receipt: k.value().1.to_owned(), subject });
+        }
+        Ok(out)
+    }
+
+    fn scrub_checkpoint(
+        &self,
+        dir: &Dir,
+        name: &str,
+        subjects: &[PendingErasure],
+    ) -> Result<Option<Vec<(JobState, u64)>>> {
+        let txn = self.read()?;
+        let secrets = txn.open_table(SECRETS).map_err(internal)?;
+        let Some(secret) = secrets.get("ledger").map_err(internal)?.and_then(|v| <[u8; 32]>::try_from(v.value()).ok())
+        else {
+            return Ok(None);
+        };
+        super::export::scrub(dir, name, &secret, subjects)
+    }
+
+    async fn rewrite_file(&self) -> Result<()> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let (dir, name, cache_bytes) = (file.dir.try_clone().map_err(internal)?, file.name.clone(), file.cache_bytes);
+        self.writer
+            .replace(move |db| {
+                super::export::export(db, &dir, &name)?;
+                open_file(&dir, &name, cache_bytes).map_err(internal)
+            })
+            .await
+    }
+
+    async fn complete_erasures(&self, done: Vec<PendingErasure>, checkpoints: u64) -> Result<()> {
+        self.write(move |ctx| privacy_ops::complete_erasures(ctx, &done, checkpoints)).await
+    }
+
+    async fn audit(&self, action: &str, actor: Actor, tenant: Option<String>, detail: serde_json::Value) -> Result<()> {
+        let action = action.to_owned();
+        self.write(move |ctx| privacy_ops::audit(ctx.tables, ctx.now, &action, &actor, tenant.as_deref(), detail)).await
+    }
+
+    fn audit_events(&self, tenant: Option<&str>, after: u64, limit: usize) -> Result<AuditPage> {
+        let txn = self.read()?;
+        let t = txn.open_table(AUDIT).map_err(internal)?;
+        let mut events = Vec::new();
+        let mut next_cursor = None;
+        for entry in t.range(after.saturating_add(1)..).map_err(internal)? {
+            let (k, v) = entry.map_err(internal)?;
+            let event: AuditEvent = decode(v.value())?;
+            if tenant.is_some() && event.tenant.as_deref() != tenant {
+                continue;
+            }
+            if events.len() == limit {
+                next_cursor = Some(k.value() - 1);
+                break;
+            }
+            events.push(event);
+        }
+        Ok(AuditPage { events, next_cursor })
+    }
+
     fn writer_stats(&self) -> WriterStats {
         self.writer.stats()
     }
+}
+
+fn count_while<K: redb::Key + 'static, V: redb::Value + 'static>(
+    range: redb::Range<'_, K, V>,
+    keep: impl Fn(K::SelfType<'_>) -> bool,
+) -> Result<u64> {
+    let mut n = 0;
+    for entry in range {
+        if !keep(entry.map_err(internal)?.0.value()) {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
 }

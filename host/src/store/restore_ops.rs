@@ -70,10 +70,13 @@ pub fn restore(
                 Some(v) => Some(decode(v.value())?),
                 None => None,
             },
+            // Gone now: unless its user's deletion is in the ledger, it comes back.
+            None if super::privacy_ops::in_ledger(t, &saved.tenant, &saved.user_id)? => continue,
             None => None,
         };
         let mut job = saved.clone();
         job.updated_at = now;
+        job.user_hold = t.user_holds.get((job.tenant.as_str(), job.user_id.as_str()))?.is_some();
         if let Some(current) = &current {
             job.seq = current.seq;
             job.revision = current.revision.max(saved.revision) + 1;
@@ -91,5 +94,10 @@ pub fn restore(
         record_event(t, &job, "restore", from, actor, json!({ "to_revision_of_checkpoint": saved.revision }), now)?;
         changes.push(Change { from: from.unwrap_or(job.state), job, action: "restore" });
     }
+    let tenant = match scope {
+        RestoreScope::Host => None,
+        RestoreScope::Tenant { tenant, .. } => Some(tenant.as_str()),
+    };
+    super::privacy_ops::audit(t, now, "restore", actor, tenant, json!({ "jobs_changed": changes.len() }))?;
     Ok(changes)
 }

@@ -5,7 +5,8 @@
 use redb::{TableDefinition, WriteTransaction};
 
 /// Storage schema version this binary writes; a newer file is refused at open.
-pub const SCHEMA_VERSION: u64 = 1;
+/// 2 added retention, legal holds, quota counters, the deletion ledger and the audit log.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// seq -> job record (JSON).
 pub const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
@@ -57,6 +58,28 @@ pub const USER_CONFIG: TableDefinition<(&str, &str), &[u8]> = TableDefinition::n
 pub const ALERTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("alerts");
 /// (tenant, n) -> alert event (JSON), the alert history.
 pub const ALERT_EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("alert_events");
+/// (tenant, user_id) -> pending jobs of the user (the per-user quota counter).
+pub const USER_PENDING: TableDefinition<(&str, &str), u64> = TableDefinition::new("user_pending");
+/// tenant -> pending jobs of the tenant.
+pub const TENANT_PENDING: TableDefinition<&str, u64> = TableDefinition::new("tenant_pending");
+/// (retention days, ended ms, seq): terminal jobs with a retention and no legal hold.
+pub const RETENTION: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("retention_index");
+/// (tenant, seq): jobs under a legal hold (their own or their user's).
+pub const HELD: TableDefinition<(&str, u64), ()> = TableDefinition::new("held_index");
+/// (tenant, user_id) -> legal hold on the user (JSON).
+pub const USER_HOLDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("user_holds");
+/// tenant -> the tenant's limits (JSON), set by an admin.
+pub const LIMITS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenant_limits");
+/// n -> security audit event (JSON), append-only.
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log");
+/// (tenant, receipt id) -> deletion receipt (JSON).
+pub const RECEIPTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deletion_receipts");
+/// keyed hash of (tenant, user_id) -> receipt id: the deletion ledger a restore re-applies.
+pub const LEDGER: TableDefinition<&[u8], &str> = TableDefinition::new("deletion_ledger");
+/// (tenant, receipt id) -> keyed hash: deletions whose erasure from the files is not done yet.
+pub const PENDING_ERASURES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pending_erasures");
+/// name -> secret bytes (`ledger`: the key of the ledger's keyed hash).
+pub const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// name -> value: `schema_version`, `next_seq`, `paused`, `alert_seq`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -88,6 +111,17 @@ pub struct Tables<'t> {
     pub user_config: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
     pub alerts: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
     pub alert_events: redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    pub user_pending: redb::Table<'t, (&'static str, &'static str), u64>,
+    pub tenant_pending: redb::Table<'t, &'static str, u64>,
+    pub retention: redb::Table<'t, (u64, u64, u64), ()>,
+    pub held: redb::Table<'t, (&'static str, u64), ()>,
+    pub user_holds: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub limits: redb::Table<'t, &'static str, &'static [u8]>,
+    pub audit: redb::Table<'t, u64, &'static [u8]>,
+    pub receipts: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub ledger: redb::Table<'t, &'static [u8], &'static str>,
+    pub pending_erasures: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub secrets: redb::Table<'t, &'static str, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -119,6 +153,17 @@ impl<'t> Tables<'t> {
             user_config: txn.open_table(USER_CONFIG)?,
             alerts: txn.open_table(ALERTS)?,
             alert_events: txn.open_table(ALERT_EVENTS)?,
+            user_pending: txn.open_table(USER_PENDING)?,
+            tenant_pending: txn.open_table(TENANT_PENDING)?,
+            retention: txn.open_table(RETENTION)?,
+            held: txn.open_table(HELD)?,
+            user_holds: txn.open_table(USER_HOLDS)?,
+            limits: txn.open_table(LIMITS)?,
+            audit: txn.open_table(AUDIT)?,
+            receipts: txn.open_table(RECEIPTS)?,
+            ledger: txn.open_table(LEDGER)?,
+            pending_erasures: txn.open_table(PENDING_ERASURES)?,
+            secrets: txn.open_table(SECRETS)?,
         })
     }
 }

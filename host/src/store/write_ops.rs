@@ -11,31 +11,32 @@ use serde_json::{Map, Value, json};
 use super::codec::{decode, encode};
 use super::tables::Tables;
 use super::writer::{OpError, WriteCtx};
-use super::{Change, ClaimRequest, Claimed, Command, NewJob, NoteRequest, PauseScope, Promoted, TransitionRequest};
+use super::{Change, ClaimRequest, InsertCaps, Claimed, Command, NewJob, NoteRequest, PauseScope, Promoted, TransitionRequest};
 use crate::error::{Code, Error};
 use crate::machine::{self, Action, Facts};
+use crate::limits::{self, Holder};
 use crate::model::*;
 
 type OpResult<T> = Result<T, OpError>;
 
 /// The index entries a job record implies.
-struct IndexKeys<'j> {
-    tenant: &'j str,
-    queue: &'j str,
-    state: u8,
-    seq: u64,
-    ready: Option<(u8, u32, u64)>,
-    due: Option<u64>,
-    lease: Option<u64>,
+pub(super) struct IndexKeys<'j> {
+    pub tenant: &'j str,
+    pub queue: &'j str,
+    pub state: u8,
+    pub seq: u64,
+    pub ready: Option<(u8, u32, u64)>,
+    pub due: Option<u64>,
+    pub lease: Option<u64>,
     /// When the stuck detector should look at it.
-    stuck_due: Option<u64>,
-    stuck: bool,
+    pub stuck_due: Option<u64>,
+    pub stuck: bool,
 }
 
 /// The pseudo-state under which `state_counts` counts stuck jobs.
 pub const STUCK_COUNT: u8 = 200;
 
-fn index_keys(job: &Job) -> IndexKeys<'_> {
+pub(super) fn index_keys(job: &Job) -> IndexKeys<'_> {
     let ready = (job.state == JobState::Pending && job.due_at.is_none())
         .then(|| (job.stage.code(), priority_key(job.priority), time_key(job.run_at)));
     IndexKeys {
@@ -135,30 +136,68 @@ fn priority_key(priority: i32) -> u32 {
 
 /// Store `new`, replacing `old` (same seq), keeping every index in step.
 pub fn put_job(t: &mut Tables<'_>, old: Option<&Job>, new: &Job) -> OpResult<()> {
-    if let Some(old) = old {
-        let k = index_keys(old);
-        if let Some((stage, prio, order)) = k.ready {
-            t.ready.remove((k.tenant, k.queue, stage, prio, order, k.seq))?;
+    match old {
+        Some(old) => remove_indexes(t, old)?,
+        None => {
+            t.by_tenant.insert((new.tenant.as_str(), new.seq), ())?;
+            t.by_user.insert((new.tenant.as_str(), new.user_id.as_str(), new.seq), ())?;
         }
-        if let Some(due) = k.due {
-            t.due.remove((due, k.seq))?;
-        }
-        if let Some(exp) = k.lease {
-            t.leases.remove((exp, k.seq))?;
-        }
-        if let Some(at) = k.stuck_due {
-            t.stuck_due.remove((at, k.seq))?;
-        }
-        if k.stuck {
-            t.stuck.remove((k.tenant, k.seq))?;
-            add_count(t, k.tenant, k.queue, STUCK_COUNT, -1)?;
-        }
-        t.by_state.remove((k.tenant, k.state, k.seq))?;
-        add_count(t, k.tenant, k.queue, k.state, -1)?;
-    } else {
-        t.by_tenant.insert((new.tenant.as_str(), new.seq), ())?;
-        t.by_user.insert((new.tenant.as_str(), new.user_id.as_str(), new.seq), ())?;
     }
+    add_indexes(t, new)?;
+    t.jobs.insert(new.seq, encode(new).as_slice())?;
+    Ok(())
+}
+
+/// Delete a job with its history and every index entry; its job_uuid stays as a
+/// tombstone (seq 0), so the uuid is never accepted again.
+pub fn delete_job(t: &mut Tables<'_>, job: &Job) -> OpResult<()> {
+    remove_indexes(t, job)?;
+    t.by_tenant.remove((job.tenant.as_str(), job.seq))?;
+    t.by_user.remove((job.tenant.as_str(), job.user_id.as_str(), job.seq))?;
+    t.jobs.remove(job.seq)?;
+    t.history.retain_in((job.seq, 0)..=(job.seq, u32::MAX), |_, _| false)?;
+    t.uuids.insert((job.tenant.as_str(), job.job_uuid.as_u128()), 0)?;
+    Ok(())
+}
+
+/// The retention index key of a job: terminal, with a retention, not held.
+pub(super) fn retention_key(job: &Job) -> Option<(u64, u64, u64)> {
+    let days = job.retention_days()?;
+    (job.state.is_terminal() && !job.held()).then(|| (days, time_key(job.updated_at), job.seq))
+}
+
+fn remove_indexes(t: &mut Tables<'_>, old: &Job) -> OpResult<()> {
+    let k = index_keys(old);
+    if let Some((stage, prio, order)) = k.ready {
+        t.ready.remove((k.tenant, k.queue, stage, prio, order, k.seq))?;
+    }
+    if let Some(due) = k.due {
+        t.due.remove((due, k.seq))?;
+    }
+    if let Some(exp) = k.lease {
+        t.leases.remove((exp, k.seq))?;
+    }
+    if let Some(at) = k.stuck_due {
+        t.stuck_due.remove((at, k.seq))?;
+    }
+    if k.stuck {
+        t.stuck.remove((k.tenant, k.seq))?;
+        add_count(t, k.tenant, k.queue, STUCK_COUNT, -1)?;
+    }
+    if let Some(key) = retention_key(old) {
+        t.retention.remove(key)?;
+    }
+    if old.held() {
+        t.held.remove((k.tenant, k.seq))?;
+    }
+    if old.state == JobState::Pending {
+        add_pending(t, old, -1)?;
+    }
+    t.by_state.remove((k.tenant, k.state, k.seq))?;
+    add_count(t, k.tenant, k.queue, k.state, -1)
+}
+
+fn add_indexes(t: &mut Tables<'_>, new: &Job) -> OpResult<()> {
     let k = index_keys(new);
     if let Some((stage, prio, order)) = k.ready {
         t.ready.insert((k.tenant, k.queue, stage, prio, order, k.seq), ())?;
@@ -176,9 +215,46 @@ pub fn put_job(t: &mut Tables<'_>, old: Option<&Job>, new: &Job) -> OpResult<()>
         t.stuck.insert((k.tenant, k.seq), ())?;
         add_count(t, k.tenant, k.queue, STUCK_COUNT, 1)?;
     }
+    if let Some(key) = retention_key(new) {
+        t.retention.insert(key, ())?;
+    }
+    if new.held() {
+        t.held.insert((k.tenant, k.seq), ())?;
+    }
+    if new.state == JobState::Pending {
+        add_pending(t, new, 1)?;
+    }
     t.by_state.insert((k.tenant, k.state, k.seq), ())?;
-    add_count(t, k.tenant, k.queue, k.state, 1)?;
-    t.jobs.insert(new.seq, encode(new).as_slice())?;
+    add_count(t, k.tenant, k.queue, k.state, 1)
+}
+
+/// Storage schema 1 to 2: add the entries of the indexes schema 2 introduced
+/// (retention, legal holds, pending counters) for an existing job.
+pub fn add_schema2_entries(t: &mut Tables<'_>, job: &Job) -> OpResult<()> {
+    if let Some(key) = retention_key(job) {
+        t.retention.insert(key, ())?;
+    }
+    if job.state == JobState::Pending {
+        add_pending(t, job, 1)?;
+    }
+    Ok(())
+}
+
+/// The pending-job counters the quotas read: per user and per tenant.
+fn add_pending(t: &mut Tables<'_>, job: &Job, delta: i64) -> OpResult<()> {
+    let user_key = (job.tenant.as_str(), job.user_id.as_str());
+    let user = t.user_pending.get(user_key)?.map(|v| v.value()).unwrap_or(0).saturating_add_signed(delta);
+    if user == 0 {
+        t.user_pending.remove(user_key)?;
+    } else {
+        t.user_pending.insert(user_key, user)?;
+    }
+    let tenant = t.tenant_pending.get(job.tenant.as_str())?.map(|v| v.value()).unwrap_or(0).saturating_add_signed(delta);
+    if tenant == 0 {
+        t.tenant_pending.remove(job.tenant.as_str())?;
+    } else {
+        t.tenant_pending.insert(job.tenant.as_str(), tenant)?;
+    }
     Ok(())
 }
 
@@ -275,7 +351,46 @@ fn config_or_create(t: &mut Tables<'_>, tenant: &str, queue: &str) -> OpResult<Q
     Ok(config)
 }
 
-pub fn insert(ctx: &mut WriteCtx<'_, '_>, tenant: &str, mut new: NewJob, actor: &Actor) -> OpResult<Job> {
+/// Refuse a new queue past the tenant's `max_queues`.
+fn check_queue_count(t: &Tables<'_>, tenant: &str, max: Option<u64>) -> OpResult<()> {
+    let Some(max) = max else { return Ok(()) };
+    let mut queues = 0u64;
+    for entry in t.queues.range((tenant, "")..)? {
+        if entry?.0.value().0 != tenant {
+            break;
+        }
+        queues += 1;
+    }
+    if queues >= max {
+        return Err(limits::exceeded(Holder::Tenant, "max_queues", format!("{queues} of {max} queues")).into());
+    }
+    Ok(())
+}
+
+/// Refuse a pending job past the tenant's or the user's `max_pending`.
+fn check_pending(t: &Tables<'_>, tenant: &str, user_id: &str, caps: &InsertCaps) -> OpResult<()> {
+    if let Some(max) = caps.tenant_pending {
+        let now = t.tenant_pending.get(tenant)?.map(|v| v.value()).unwrap_or(0);
+        if now >= max {
+            return Err(limits::exceeded(Holder::Tenant, "max_pending", format!("{now} of {max} pending jobs")).into());
+        }
+    }
+    if let Some(max) = caps.user_pending.get(user_id).copied().flatten() {
+        let now = t.user_pending.get((tenant, user_id))?.map(|v| v.value()).unwrap_or(0);
+        if now >= max {
+            return Err(limits::exceeded(Holder::User, "max_pending", format!("{now} of {max} pending jobs")).into());
+        }
+    }
+    Ok(())
+}
+
+pub fn insert(
+    ctx: &mut WriteCtx<'_, '_>,
+    tenant: &str,
+    mut new: NewJob,
+    actor: &Actor,
+    caps: &InsertCaps,
+) -> OpResult<Job> {
     let t = &mut *ctx.tables;
     if t.tenants.get(tenant)?.is_none() {
         return Err(Error::not_found("tenant").into());
@@ -301,6 +416,10 @@ pub fn insert(ctx: &mut WriteCtx<'_, '_>, tenant: &str, mut new: NewJob, actor: 
         )
         .into());
     }
+    if existing.is_none() {
+        check_queue_count(t, tenant, caps.queues)?;
+    }
+    check_pending(t, tenant, &new.user_id, caps)?;
     // Checks done: from here on, write.
     if existing.is_none() {
         config_or_create(t, tenant, &new.queue)?;
@@ -314,6 +433,7 @@ pub fn insert(ctx: &mut WriteCtx<'_, '_>, tenant: &str, mut new: NewJob, actor: 
     *ctx.next_seq += 1;
     let judgement = new.judgement.take();
     let mut job = new.into_job(tenant, seq, config.max_attempts, now);
+    job.user_hold = t.user_holds.get((tenant, job.user_id.as_str()))?.is_some();
     arm_stuck(&mut job, &config, now);
     t.uuids.insert(uuid_key, seq)?;
     put_job(t, None, &job)?;
@@ -386,7 +506,14 @@ pub fn set_paused(ctx: &mut WriteCtx<'_, '_>, scope: &PauseScope, paused: bool) 
 pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResult<Change> {
     let now = ctx.now;
     let t = &mut *ctx.tables;
-    let old = find_job(t, &req.tenant, req.job_uuid)?;
+    let old = match find_job(t, &req.tenant, req.job_uuid) {
+        Err(OpError::Refused(e)) if e.code == Code::NotFound && req.command.token().is_some() => {
+            let deleted = t.uuids.get((req.tenant.as_str(), req.job_uuid.as_u128()))?.is_some();
+            return Err(if deleted { Error::new(Code::LeaseLost, "the job was deleted; its lease is revoked") } else { e }
+                .into());
+        }
+        other => other?,
+    };
     if req.expected_revision.is_some_and(|r| r != old.revision) {
         return Err(Error::new(Code::RevisionConflict, "the job changed while a plugin judged it").into());
     }
@@ -602,9 +729,18 @@ pub fn note(ctx: &mut WriteCtx<'_, '_>, req: NoteRequest) -> OpResult<()> {
     record(t, &job, &req.action, Some(job.state), &req.actor, d, ctx.now)
 }
 
-pub fn put_queue_config(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, config: &QueueConfig) -> OpResult<()> {
+pub fn put_queue_config(
+    ctx: &mut WriteCtx<'_, '_>,
+    tenant: &str,
+    queue: &str,
+    config: &QueueConfig,
+    max_queues: Option<u64>,
+) -> OpResult<()> {
     if ctx.tables.tenants.get(tenant)?.is_none() {
         return Err(Error::not_found("tenant").into());
+    }
+    if ctx.tables.queues.get((tenant, queue))?.is_none() {
+        check_queue_count(ctx.tables, tenant, max_queues)?;
     }
     ctx.tables.queues.insert((tenant, queue), encode(config).as_slice())?;
     recheck_stuck(ctx.tables, tenant, queue, config, ctx.now)

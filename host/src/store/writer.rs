@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
@@ -56,6 +57,16 @@ pub struct WriteCtx<'a, 't> {
 
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 type Op = Box<dyn FnOnce(&mut WriteCtx<'_, '_>) -> Result<Reply, String> + Send>;
+/// Builds a new database from the current one (the erasure's rewrite of the file).
+type Replace = Box<dyn FnOnce(&Database) -> Result<Database> + Send>;
+
+/// The database the readers and the writer use; the writer swaps it after a rewrite.
+pub type SharedDb = Arc<ArcSwap<Database>>;
+
+enum Msg {
+    Op(Op),
+    Replace(Replace, oneshot::Sender<Result<()>>),
+}
 
 /// Counts of the writer's work, for tests, `/health` and metrics.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -86,13 +97,13 @@ impl Counters {
 
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::UnboundedSender<Op>,
+    tx: mpsc::UnboundedSender<Msg>,
     counters: Arc<Counters>,
 }
 
 impl Writer {
     /// Start the writer thread. `next_seq` is the next job sequence number to hand out.
-    pub fn start(db: Arc<Database>, next_seq: u64) -> Writer {
+    pub fn start(db: SharedDb, next_seq: u64) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let thread_counters = counters.clone();
@@ -122,12 +133,20 @@ impl Writer {
             }) as Reply),
         });
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(boxed).map_err(|_| Error::internal("the writer has stopped"))?;
+        self.tx.send(Msg::Op(boxed)).map_err(|_| Error::internal("the writer has stopped"))?;
         // A request that never got an answer was lost with a failed batch.
         wait.await.map_err(|_| {
             let reason = self.counters.failure().unwrap_or_else(|| "the writer stopped".into());
             Error::internal(format!("storage failure: {reason}"))
         })?
+    }
+
+    /// Between two batches, replace the database with the one `build` makes from it
+    /// (no write runs meanwhile); readers move to the new one at their next read.
+    pub async fn replace(&self, build: impl FnOnce(&Database) -> Result<Database> + Send + 'static) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Msg::Replace(Box::new(build), done)).map_err(|_| Error::internal("the writer has stopped"))?;
+        wait.await.map_err(|_| Error::internal("the writer stopped"))?
     }
 
     pub fn stats(&self) -> WriterStats {
@@ -141,13 +160,26 @@ impl Writer {
     }
 }
 
-fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Op>, mut next_seq: u64, counters: Arc<Counters>) {
+fn run(db: SharedDb, mut rx: mpsc::UnboundedReceiver<Msg>, mut next_seq: u64, counters: Arc<Counters>) {
     let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+    let mut held: Option<Msg> = None;
+    while let Some(msg) = held.take().or_else(|| rx.blocking_recv()) {
+        match msg {
+            Msg::Replace(build, done) => {
+                let current = db.load_full();
+                let outcome = build(&current).map(|new| db.store(Arc::new(new)));
+                let _ = done.send(outcome);
+                continue;
+            }
+            Msg::Op(first) => batch.push(first),
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(op) => batch.push(op),
+                Ok(Msg::Op(op)) => batch.push(op),
+                Ok(replace) => {
+                    held = Some(replace);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -157,7 +189,7 @@ fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Op>, mut next_seq: u64
         counters.largest_batch.fetch_max(size, Ordering::Relaxed);
         crate::metrics::batch(size as usize);
         let seq_before = next_seq;
-        match apply_batch(&db, batch.drain(..), &mut next_seq) {
+        match apply_batch(&db.load(), batch.drain(..), &mut next_seq) {
             Ok(replies) => {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 for reply in replies {
