@@ -100,7 +100,14 @@ impl Role {
             Role::Worker => matches!(p, WorkJobs | ReadJobs | ReadQueues),
             Role::Auditor => matches!(
                 p,
-                ReadQueues | ReadStats | ReadJobs | ReadPlugins | ReadConfig | ReadUserUsage | ReadDeletions | ReadAudit
+                ReadQueues
+                    | ReadStats
+                    | ReadJobs
+                    | ReadPlugins
+                    | ReadConfig
+                    | ReadUserUsage
+                    | ReadDeletions
+                    | ReadAudit
             ),
             // Only ever on its own user's objects (the `Scope` enforces that).
             Role::User => matches!(p, ReadJobs | ReadUserUsage | DeleteUserData),

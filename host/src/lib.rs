@@ -7,6 +7,7 @@ pub mod auth;
 pub mod checkpoints;
 pub mod cli;
 pub mod error;
+pub mod http;
 pub mod judge;
 pub mod limits;
 pub mod machine;

@@ -37,4 +37,9 @@ impl Pseudonyms {
         mac.update(user_id.as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..8])
     }
+
+    /// Drop a deleted user's secret: its old log lines become unlinkable.
+    pub fn forget(&self, tenant: &str, user_id: &str) {
+        self.secrets.remove(&(tenant.to_owned(), user_id.to_owned()));
+    }
 }

@@ -306,7 +306,8 @@ impl QueueService {
             }
         }
         let (places, jobs): (Vec<usize>, Vec<NewJob>) = accepted.into_iter().unzip();
-        for (i, stored) in places.into_iter().zip(self.store.insert(tenant, jobs, actor.clone(), admission.caps()).await?)
+        for (i, stored) in
+            places.into_iter().zip(self.store.insert(tenant, jobs, actor.clone(), admission.caps()).await?)
         {
             results[i] = Some(stored);
         }

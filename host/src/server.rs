@@ -101,8 +101,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     if let Some(path) = &config.alert_rules {
         apply_alert_rules(&queue, path).await?;
     }
-    let checkpoints =
-        Arc::new(Checkpoints::open(&data, store.clone()).context("cannot open the checkpoints folder")?);
+    let checkpoints = Arc::new(Checkpoints::open(&data, store.clone()).context("cannot open the checkpoints folder")?);
     let alerting = Arc::new(Alerting::new(queue.clone(), Webhooks::new(config.webhook_allow.clone())));
     let retention = Arc::new(RetentionReports::default());
     let app = Arc::new(App {
@@ -137,7 +136,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             }
         }
     };
-    axum::serve(listener, api::router(app)).with_graceful_shutdown(shutdown).await?;
+    crate::http::serve(listener, api::router(app), shutdown).await?;
     stop.cancel();
     for handle in loops {
         let _ = handle.await;

@@ -821,7 +821,8 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
         let mut rng = Rng::new(max_seq ^ 0xabc);
         let mut probe = new_job(&mut rng, 0);
         probe.queue = "probe".into();
-        let inserted = store.insert(tenant, vec![probe.clone()], actor(), Default::default()).await.map_err(e("probe insert"))?;
+        let inserted =
+            store.insert(tenant, vec![probe.clone()], actor(), Default::default()).await.map_err(e("probe insert"))?;
         let job = inserted.into_iter().next().unwrap().map_err(e("probe insert"))?;
         ensure!(job.seq > max_seq, "probe job got seq {} but seq {max_seq} already exists", job.seq);
         let claimed = store

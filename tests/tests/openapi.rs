@@ -51,6 +51,19 @@ GET    /v1/config
 PUT    /v1/config
 GET    /v1/users/{user_id}/config
 PUT    /v1/users/{user_id}/config
+GET    /v1/limits
+PUT    /v1/limits
+GET    /v1/usage
+GET    /v1/users/{user_id}/usage
+PUT    /v1/jobs/{job_uuid}/hold
+DELETE /v1/jobs/{job_uuid}/hold
+PUT    /v1/users/{user_id}/hold
+DELETE /v1/users/{user_id}/hold
+GET    /v1/retention
+DELETE /v1/users/{user_id}/data
+GET    /v1/deletions
+GET    /v1/deletions/{receipt_id}
+GET    /v1/audit
 ";
 
 #[test]

@@ -133,13 +133,8 @@ pub struct KeyList {
 pub async fn list_keys(State(app): State<AppState>, caller: Caller) -> ApiResult<axum::Json<KeyList>> {
     caller.global(Permission::ManageKeys, "manage keys")?;
     let tenant = caller.tenant_filter()?;
-    let keys = app
-        .store()
-        .keys()?
-        .into_iter()
-        .filter(|k| tenant.is_none() || k.tenant == tenant)
-        .map(KeyView::from)
-        .collect();
+    let keys =
+        app.store().keys()?.into_iter().filter(|k| tenant.is_none() || k.tenant == tenant).map(KeyView::from).collect();
     Ok(axum::Json(KeyList { keys }))
 }
 

@@ -17,7 +17,8 @@ use crate::checkpoints::Checkpoint;
 pub async fn create(State(app): State<AppState>, caller: Caller) -> ApiResult<(StatusCode, axum::Json<Checkpoint>)> {
     let actor = caller.global(Permission::ManageHost, "take checkpoints")?;
     let checkpoint = app.checkpoints.create().await?;
-    app.audit("checkpoint_create", &actor, None, serde_json::json!({ "id": checkpoint.id, "bytes": checkpoint.bytes })).await;
+    app.audit("checkpoint_create", &actor, None, serde_json::json!({ "id": checkpoint.id, "bytes": checkpoint.bytes }))
+        .await;
     Ok((StatusCode::CREATED, axum::Json(checkpoint)))
 }
 

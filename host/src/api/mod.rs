@@ -4,12 +4,17 @@
 
 mod admin;
 mod alerts;
+mod audit;
 mod auth;
+pub mod bounds;
 mod checkpoints;
 mod config;
+mod deletions;
 mod extract;
 mod health;
+mod holds;
 mod jobs;
+mod limits;
 mod metrics;
 mod plugins;
 pub mod problem;
@@ -113,6 +118,16 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(plugins::bind, plugins::unbind))
         .routes(routes!(config::get, config::put))
         .routes(routes!(config::get_user, config::put_user))
+        .routes(routes!(limits::get, limits::put))
+        .routes(routes!(limits::tenant))
+        .routes(routes!(limits::user))
+        .routes(routes!(holds::hold_job, holds::release_job))
+        .routes(routes!(holds::hold_user, holds::release_user))
+        .routes(routes!(holds::report))
+        .routes(routes!(deletions::delete_user))
+        .routes(routes!(deletions::list))
+        .routes(routes!(deletions::get))
+        .routes(routes!(audit::list))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(batch)
         .merge(uploads)
@@ -128,6 +143,7 @@ pub fn router(app: AppState) -> Router {
         .route("/openapi.json", axum::routing::get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(bounds::limit_headers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::from(Error::new(Code::Internal, "internal error")).into_response()
         }))

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use crate::store::PluginCaps;
 use super::auth::Caller;
 use super::extract::{Json, Path, Query, Wasm};
 use super::problem::{ApiResult, Problem};
@@ -15,6 +14,7 @@ use crate::error::Error;
 use crate::model::{Binding, FailurePolicy, Plugin, PluginKind, Stage, now_ms};
 use crate::plugins::Upload;
 use crate::queue::check_queue_name;
+use crate::store::PluginCaps;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -25,12 +25,15 @@ pub enum KeyCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// admin, operator, tenant-admin, producer, worker or auditor.
+        /// admin, operator, tenant-admin, producer, worker, auditor or user.
         #[arg(long)]
         role: String,
         /// The tenant the key belongs to (leave out for keys spanning tenants).
         #[arg(long = "for-tenant")]
         for_tenant: Option<String>,
+        /// For a `user` key: the user it speaks for.
+        #[arg(long)]
+        user_id: Option<String>,
     },
     /// List keys (never their secrets). Example: sluice keys list
     List,
@@ -54,8 +57,9 @@ pub async fn tenants(client: &Client, out: Output, command: TenantCommand) -> Re
 
 pub async fn keys(client: &Client, out: Output, command: KeyCommand) -> Result<(), CliError> {
     match command {
-        KeyCommand::Create { name, role, for_tenant } => {
-            let key = client.post("/v1/keys", json!({ "name": name, "role": role, "tenant": for_tenant })).await?;
+        KeyCommand::Create { name, role, for_tenant, user_id } => {
+            let body = json!({ "name": name, "role": role, "tenant": for_tenant, "user_id": user_id });
+            let key = client.post("/v1/keys", body).await?;
             let message = format!(
                 "key {} ({}) created. Its secret, shown only now:\n{}",
                 key["id"].as_str().unwrap_or("?"),

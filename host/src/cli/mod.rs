@@ -4,11 +4,14 @@
 
 mod admin;
 mod alerts;
+mod audit;
 mod client;
 mod jobs;
 mod output;
 mod plugins;
+mod privacy;
 mod queues;
+mod quotas;
 mod work;
 
 use std::net::SocketAddr;
@@ -84,6 +87,27 @@ enum Commands {
     /// Plugins: upload, list, show, delete, bind, unbind, bindings, check.
     #[command(subcommand)]
     Plugins(plugins::PluginCommand),
+    /// The tenant's limits: get, set (admin).
+    #[command(subcommand)]
+    Limits(quotas::LimitCommand),
+    /// The tenant's usage of its limits, or one user's (--user).
+    Usage {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Legal holds on a job or a user: place, lift.
+    #[command(subcommand)]
+    Holds(privacy::HoldCommand),
+    /// What retention deleted and what legal holds kept.
+    Retention,
+    /// Users: delete all of a user's data (right to delete).
+    #[command(subcommand)]
+    Users(privacy::UserCommand),
+    /// Deletion receipts: list, show.
+    #[command(subcommand)]
+    Deletions(privacy::DeletionCommand),
+    /// The security audit log (admins and auditors).
+    Audit(audit::AuditArgs),
     /// Compile a plugin component from stdin to an artifact on stdout (used by
     /// `serve`, which runs it as a child process bounded in time).
     #[command(hide = true)]
@@ -204,6 +228,13 @@ pub fn main() -> ExitCode {
         Commands::Work(args) => runtime.block_on(work::run(client, args)),
         Commands::Plugins(c) => runtime.block_on(plugins::run(&client, out, c)),
         Commands::Alerts(c) => runtime.block_on(alerts::run(&client, out, c)),
+        Commands::Limits(c) => runtime.block_on(quotas::limits(&client, out, c)),
+        Commands::Usage { user } => runtime.block_on(quotas::usage(&client, out, user)),
+        Commands::Holds(c) => runtime.block_on(privacy::holds(&client, out, c)),
+        Commands::Retention => runtime.block_on(privacy::retention(&client, out)),
+        Commands::Users(c) => runtime.block_on(privacy::users(&client, out, c)),
+        Commands::Deletions(c) => runtime.block_on(privacy::deletions(&client, out, c)),
+        Commands::Audit(args) => runtime.block_on(audit::run(&client, out, args)),
         Commands::CompilePlugin(args) => {
             return match compile_stdin_to_stdout(&args.limits()) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -52,7 +52,8 @@ pub async fn pass(store: Arc<dyn Store>, reports: Arc<RetentionReports>, day_ms:
         let mut kept = Vec::new();
         for job in store.held_jobs(&tenant.id)? {
             let Some(days) = job.retention_days().filter(|_| job.state.is_terminal()) else { continue };
-            let ends = job.updated_at + chrono::Duration::milliseconds((days.saturating_mul(day_ms)).min(i64::MAX as u64) as i64);
+            let ends = job.updated_at
+                + chrono::Duration::milliseconds((days.saturating_mul(day_ms)).min(i64::MAX as u64) as i64);
             if ends <= now {
                 kept.push(KeptJob { job_uuid: job.job_uuid, retention_ended_at: ends });
             }

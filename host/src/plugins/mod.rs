@@ -174,7 +174,13 @@ impl PluginHost {
     /// tenant are the same plugin: the first upload's record is returned.
     /// `caps` are the tenant's plugin quotas: checked before compiling, and again
     /// exactly in the writer.
-    pub async fn upload(&self, tenant: &str, upload: Upload, bytes: Vec<u8>, caps: PluginCaps) -> Result<(Plugin, bool)> {
+    pub async fn upload(
+        &self,
+        tenant: &str,
+        upload: Upload,
+        bytes: Vec<u8>,
+        caps: PluginCaps,
+    ) -> Result<(Plugin, bool)> {
         check_name("name", &upload.name)?;
         check_name("version", &upload.version)?;
         let checked = check(&bytes, upload.kind, self.limits.upload_bytes)?;

@@ -6,8 +6,8 @@
 //! win a job.
 
 mod codec;
-mod export;
 mod consistency;
+mod export;
 mod plugin_ops;
 mod privacy_ops;
 mod redb_store;
@@ -16,10 +16,10 @@ mod tables;
 mod write_ops;
 mod writer;
 
+pub use privacy_ops::Erased;
 pub use redb_store::{RedbStore, StoreOptions};
 pub use tables::SCHEMA_VERSION;
 pub use writer::WriterStats;
-pub use privacy_ops::Erased;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -28,11 +28,11 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{
-    Actor, Alert, AlertEvent, ApiKey, AuditEvent, Binding, Breaker, HistoryEvent, Job, JobState, Judgement, Plugin, PluginKind,
-    QueueConfig, Receipt, Stage, Tenant, TenantConfig, UserConfig, UserHold,
-};
 use crate::limits::Limits;
+use crate::model::{
+    Actor, Alert, AlertEvent, ApiKey, AuditEvent, Binding, Breaker, HistoryEvent, Job, JobState, Judgement, Plugin,
+    PluginKind, QueueConfig, Receipt, Stage, Tenant, TenantConfig, UserConfig, UserHold,
+};
 
 /// A validated insert request for one job.
 #[derive(Clone, Debug)]
@@ -337,7 +337,8 @@ pub struct QueueView {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Insert jobs; each is accepted or refused on its own (order kept).
-    async fn insert(&self, tenant: &str, jobs: Vec<NewJob>, actor: Actor, caps: InsertCaps) -> Result<Vec<Result<Job>>>;
+    async fn insert(&self, tenant: &str, jobs: Vec<NewJob>, actor: Actor, caps: InsertCaps)
+    -> Result<Vec<Result<Job>>>;
     /// Lease up to `limit` ready jobs of one queue, in priority, ready time, insertion order.
     async fn claim(&self, request: ClaimRequest) -> Result<Claimed>;
     /// Pause or resume one queue, or the whole host. Survives restarts.

@@ -7,8 +7,8 @@ use redb::ReadableTable;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::codec::{decode, encode};
 use super::PendingErasure;
+use super::codec::{decode, encode};
 use super::tables::Tables;
 use super::write_ops::{delete_job, put_job, record_event};
 use super::writer::{OpError, WriteCtx};
@@ -31,8 +31,14 @@ pub fn audit(
         Value::Object(map) => map,
         _ => Default::default(),
     };
-    let event =
-        AuditEvent { seq, at: now, action: action.to_owned(), actor: actor.clone(), tenant: tenant.map(str::to_owned), detail };
+    let event = AuditEvent {
+        seq,
+        at: now,
+        action: action.to_owned(),
+        actor: actor.clone(),
+        tenant: tenant.map(str::to_owned),
+        detail,
+    };
     t.audit.insert(seq, encode(&event).as_slice())?;
     Ok(())
 }

@@ -12,17 +12,17 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBa
 use uuid::Uuid;
 
 use super::codec::decode;
+use super::privacy_ops;
 use super::tables::*;
 use super::writer::{OpError, SharedDb, WriteCtx, Writer, WriterStats};
 use super::{
-    AuditPage, Change, ClaimRequest, Claimed, CountRow, InsertCaps, JobFilter, JobPage, NewJob, NoteRequest, PauseScope,
-    PendingErasure, PluginCaps, Promoted, QueueView, Store, TransitionRequest, Usage,
+    AuditPage, Change, ClaimRequest, Claimed, CountRow, InsertCaps, JobFilter, JobPage, NewJob, NoteRequest,
+    PauseScope, PendingErasure, PluginCaps, Promoted, QueueView, Store, TransitionRequest, Usage,
 };
-use super::privacy_ops;
-use crate::limits::Limits;
 use super::{RestoreScope, Snapshot};
 use super::{plugin_ops, write_ops};
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::model::*;
 
 #[derive(Clone, Debug)]
@@ -210,7 +210,13 @@ impl JobFilter {
 
 #[async_trait]
 impl Store for RedbStore {
-    async fn insert(&self, tenant: &str, jobs: Vec<NewJob>, actor: Actor, caps: InsertCaps) -> Result<Vec<Result<Job>>> {
+    async fn insert(
+        &self,
+        tenant: &str,
+        jobs: Vec<NewJob>,
+        actor: Actor,
+        caps: InsertCaps,
+    ) -> Result<Vec<Result<Job>>> {
         let tenant = tenant.to_owned();
         // One writer request for the whole batch; a refused job wrote nothing, so the
         // others are accepted or refused on their own.

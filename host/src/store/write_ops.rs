@@ -11,10 +11,12 @@ use serde_json::{Map, Value, json};
 use super::codec::{decode, encode};
 use super::tables::Tables;
 use super::writer::{OpError, WriteCtx};
-use super::{Change, ClaimRequest, InsertCaps, Claimed, Command, NewJob, NoteRequest, PauseScope, Promoted, TransitionRequest};
+use super::{
+    Change, ClaimRequest, Claimed, Command, InsertCaps, NewJob, NoteRequest, PauseScope, Promoted, TransitionRequest,
+};
 use crate::error::{Code, Error};
-use crate::machine::{self, Action, Facts};
 use crate::limits::{self, Holder};
+use crate::machine::{self, Action, Facts};
 use crate::model::*;
 
 type OpResult<T> = Result<T, OpError>;
@@ -249,7 +251,8 @@ fn add_pending(t: &mut Tables<'_>, job: &Job, delta: i64) -> OpResult<()> {
     } else {
         t.user_pending.insert(user_key, user)?;
     }
-    let tenant = t.tenant_pending.get(job.tenant.as_str())?.map(|v| v.value()).unwrap_or(0).saturating_add_signed(delta);
+    let tenant =
+        t.tenant_pending.get(job.tenant.as_str())?.map(|v| v.value()).unwrap_or(0).saturating_add_signed(delta);
     if tenant == 0 {
         t.tenant_pending.remove(job.tenant.as_str())?;
     } else {
@@ -509,8 +512,12 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
     let old = match find_job(t, &req.tenant, req.job_uuid) {
         Err(OpError::Refused(e)) if e.code == Code::NotFound && req.command.token().is_some() => {
             let deleted = t.uuids.get((req.tenant.as_str(), req.job_uuid.as_u128()))?.is_some();
-            return Err(if deleted { Error::new(Code::LeaseLost, "the job was deleted; its lease is revoked") } else { e }
-                .into());
+            return Err(if deleted {
+                Error::new(Code::LeaseLost, "the job was deleted; its lease is revoked")
+            } else {
+                e
+            }
+            .into());
         }
         other => other?,
     };
