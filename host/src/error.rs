@@ -124,6 +124,11 @@ impl Error {
         Error::new(Code::NotFound, format!("{what} not found"))
     }
 
+    /// A worker's command on a job deleted since its claim (retention, right to delete).
+    pub fn lease_of_deleted_job() -> Error {
+        Error::new(Code::LeaseLost, "the job was deleted; its lease is revoked")
+    }
+
     pub fn internal(err: impl std::fmt::Display) -> Error {
         Error::new(Code::Internal, err.to_string())
     }

@@ -437,7 +437,14 @@ impl QueueService {
         let mut queue: Option<String>;
         let result = loop {
             attempts += 1;
-            let job = self.job(tenant, job_uuid)?;
+            let job = match self.store.job(tenant, job_uuid)? {
+                Some(job) => job,
+                // A deleted job's worker learns its lease is gone, like any lost lease.
+                None if command.token().is_some() && self.store.was_deleted(tenant, job_uuid)? => {
+                    return Err(Error::lease_of_deleted_job());
+                }
+                None => return Err(Error::not_found("job")),
+            };
             queue = Some(job.queue.clone());
             let (expected_revision, judgement) = match judge::judge_command(&self.plugins, &job, &command).await {
                 Ok(Decision::Proceed(None)) => (None, None),

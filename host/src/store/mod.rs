@@ -380,6 +380,8 @@ pub trait Store: Send + Sync + 'static {
     async fn promote_due(&self, limit: usize) -> Result<Promoted>;
 
     fn job(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Job>>;
+    /// Whether the job_uuid names a job since deleted (its tombstone).
+    fn was_deleted(&self, tenant: &str, job_uuid: Uuid) -> Result<bool>;
     fn jobs(&self, tenant: &str, filter: &JobFilter, after: Option<u64>, limit: usize) -> Result<JobPage>;
     fn history(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Vec<HistoryEvent>>>;
     /// When the scheduler next has work, if ever.

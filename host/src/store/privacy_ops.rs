@@ -212,9 +212,8 @@ pub fn erase_user(t: &mut Tables<'_>, tenant: &str, user_id: &str) -> OpResult<(
         erased.jobs_deleted += 1;
     }
     t.user_config.remove((tenant, user_id))?;
-    if erased.held_kept == 0 {
-        t.user_keys.remove((tenant, user_id))?;
-    }
+    // The pseudonym secret goes even when held jobs stay: old log lines become unlinkable.
+    t.user_keys.remove((tenant, user_id))?;
     let mut keys = Vec::new();
     for entry in t.keys.iter()? {
         let (k, v) = entry?;

@@ -268,6 +268,12 @@ impl Store for RedbStore {
         }
     }
 
+    fn was_deleted(&self, tenant: &str, job_uuid: Uuid) -> Result<bool> {
+        let txn = self.read()?;
+        let uuids = txn.open_table(UUIDS).map_err(internal)?;
+        Ok(uuids.get((tenant, job_uuid.as_u128())).map_err(internal)?.is_some_and(|v| v.value() == 0))
+    }
+
     fn jobs(&self, tenant: &str, filter: &JobFilter, after: Option<u64>, limit: usize) -> Result<JobPage> {
         let txn = self.read()?;
         let start = after.map_or(0, |s| s + 1);

@@ -512,12 +512,7 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
     let old = match find_job(t, &req.tenant, req.job_uuid) {
         Err(OpError::Refused(e)) if e.code == Code::NotFound && req.command.token().is_some() => {
             let deleted = t.uuids.get((req.tenant.as_str(), req.job_uuid.as_u128()))?.is_some();
-            return Err(if deleted {
-                Error::new(Code::LeaseLost, "the job was deleted; its lease is revoked")
-            } else {
-                e
-            }
-            .into());
+            return Err(if deleted { Error::lease_of_deleted_job() } else { e }.into());
         }
         other => other?,
     };
