@@ -181,7 +181,7 @@ mod tests {
             max_retention_days: bounds.1,
             ..Default::default()
         };
-        let user = UserConfig { tags: obj(user) };
+        let user = UserConfig { tags: obj(user), quota: None };
         let plugins: Vec<_> = plugins.into_iter().map(obj).collect();
         let request = obj(request);
         merge(&Sources { tenant: &tenant, user: Some(&user), plugins: &plugins, request: &request }).map(Value::Object)
