@@ -53,11 +53,11 @@ fn receiver(fail_first: usize) -> (u16, Received) {
 }
 
 fn alert(t: &Tenant, id: &str) -> Option<Value> {
-    t.producer.get("/v1/alerts").1["alerts"].as_array().unwrap().iter().find(|a| a["id"] == id).cloned()
+    t.tenant_admin.get("/v1/alerts").1["alerts"].as_array().unwrap().iter().find(|a| a["id"] == id).cloned()
 }
 
 fn events(t: &Tenant, id: &str) -> Vec<String> {
-    let (_, h) = t.producer.get("/v1/alerts/history");
+    let (_, h) = t.tenant_admin.get("/v1/alerts/history");
     h["events"]
         .as_array()
         .unwrap()

@@ -76,7 +76,9 @@ fn every_subcommand_has_a_happy_and_an_error_path() {
     revoked.fails(&["jobs", "list"], 4, "refused the API key");
 
     let acme = Cli { server: &server, key: secret, tenant: None };
-    let job = acme.json(&[
+    let producer_key = admin.json(&["keys", "create", "--name", "app", "--role", "producer", "--for-tenant", "acme"]);
+    let producer = Cli { server: &server, key: producer_key["secret"].as_str().unwrap().into(), tenant: None };
+    let job = producer.json(&[
         "jobs",
         "add",
         "--queue",
@@ -92,12 +94,12 @@ fn every_subcommand_has_a_happy_and_an_error_path() {
     ]);
     let uuid = job["job_uuid"].as_str().unwrap().to_owned();
     assert_eq!(job["priority"], 3);
-    acme.fails(
+    producer.fails(
         &["jobs", "add", "--queue", "emails", "--kind", "send", "--user", "u-1", "--payload", "{not json"],
         2,
         "--payload: not valid JSON",
     );
-    acme.fails(
+    producer.fails(
         &["jobs", "add", "--queue", "emails", "--kind", "send", "--user", "u-1", "--job-uuid", &uuid],
         1,
         "DUPLICATE_JOB",
@@ -172,7 +174,7 @@ fn bulk_add_ten_thousand_jobs() {
     }
     writeln!(f, "{}", json!({ "queue": "bulk", "kind": "k" })).unwrap();
     drop(f);
-    let cli = Cli { server: &server, key: t.tenant_admin.key.clone(), tenant: None };
+    let cli = Cli { server: &server, key: t.producer.key.clone(), tenant: None };
     let summary = cli.json(&["jobs", "add-bulk", "--file", file.to_str().unwrap()]);
     assert_eq!(summary["accepted"], 10_000);
     assert_eq!(summary["refused"], 1);

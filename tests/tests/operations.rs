@@ -186,7 +186,7 @@ fn health_metrics_and_stats_agree_with_the_api_after_a_crash() {
     assert!(text.contains("sluice_writer_commits"));
     assert!(!text.contains("user_id") && !text.contains("user-1"), "no user ids in metrics");
 
-    let (status, stats) = t.producer.get("/v1/stats");
+    let (status, stats) = t.tenant_admin.get("/v1/stats");
     assert_eq!(status, 200);
     assert_eq!(stats["queues"].as_array().unwrap().len(), 1, "only the tenant's own queues");
     assert_eq!(stats["queues"][0]["jobs"]["pending"], 18);
@@ -229,7 +229,7 @@ fn checkpoints_are_taken_while_the_host_runs() {
     let inserted_meanwhile = producer.join().unwrap();
     println!("{inserted_meanwhile} inserts succeeded while two checkpoints were taken");
 
-    assert_eq!(first["schema_version"], 1);
+    assert_eq!(first["schema_version"], sluice_host::store::SCHEMA_VERSION);
     assert_eq!(first["jobs"]["processing"], 30);
     assert_eq!(first["jobs"]["completed"], 20);
     assert!(first["jobs"]["pending"].as_u64().unwrap() >= 150);
@@ -279,5 +279,7 @@ fn startup_refuses_a_data_file_from_a_newer_version() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("storage schema version 99, newer than this binary's 1"), "{stderr}");
+    let expected =
+        format!("storage schema version 99, newer than this binary's {}", sluice_host::store::SCHEMA_VERSION);
+    assert!(stderr.contains(&expected), "{stderr}");
 }
