@@ -21,6 +21,8 @@ pub struct WriterHealth {
     pub requests: u64,
     /// Durable commits since start (group commit: far fewer than requests under load).
     pub commits: u64,
+    /// fsyncs of the database file since start (each commit syncs before it answers).
+    pub fsyncs: u64,
     pub largest_batch: u64,
     /// Requests waiting for the writer.
     pub queued: u64,
@@ -52,7 +54,7 @@ pub struct Health {
 #[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> (StatusCode, axum::Json<Health>) {
     let store = app.store();
-    let WriterStats { requests, commits, largest_batch, queued, failure } = store.writer_stats();
+    let WriterStats { requests, commits, syncs, largest_batch, queued, failure } = store.writer_stats();
     let counts = store.counts();
     let paused = store.host_paused();
     let stalled = app.loops.stalled();
@@ -100,7 +102,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, axum::Json<Heal
         ready,
         checks,
         paused: paused.unwrap_or(false),
-        writer: WriterHealth { requests, commits, largest_batch, queued },
+        writer: WriterHealth { requests, commits, fsyncs: syncs, largest_batch, queued },
         jobs,
     };
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(health))

@@ -7,6 +7,7 @@
 
 mod codec;
 mod consistency;
+mod counted_file;
 mod export;
 mod plugin_ops;
 mod privacy_ops;

@@ -2,6 +2,7 @@
 //! own read transaction; writes go through the group-commit [`Writer`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBa
 use uuid::Uuid;
 
 use super::codec::decode;
+use super::counted_file::CountedFile;
 use super::privacy_ops;
 use super::tables::*;
 use super::writer::{OpError, SharedDb, WriteCtx, Writer, WriterStats};
@@ -42,6 +44,8 @@ pub struct RedbStore {
     writer: Writer,
     /// The database file, when there is one (the erasure rewrites it).
     file: Option<DataFile>,
+    /// fsyncs of the database file.
+    syncs: Arc<AtomicU64>,
 }
 
 struct DataFile {
@@ -73,8 +77,10 @@ impl RedbStore {
             // Make the rename itself durable.
             dir.open(".")?.sync_all()?;
         }
-        let db = open_file(dir, name, options.cache_bytes)?;
+        let syncs = Arc::new(AtomicU64::new(0));
+        let db = open_file(dir, name, options.cache_bytes, syncs.clone())?;
         let mut store = Self::start(db)?;
+        store.syncs = syncs;
         store.file = Some(DataFile { dir: dir.try_clone()?, name: name.to_owned(), cache_bytes: options.cache_bytes });
         Ok(store)
     }
@@ -94,7 +100,7 @@ impl RedbStore {
         let next_seq = prepare(&db)?;
         let db: SharedDb = Arc::new(ArcSwap::from_pointee(db));
         let writer = Writer::start(db.clone(), next_seq);
-        Ok(RedbStore { db, writer, file: None })
+        Ok(RedbStore { db, writer, file: None, syncs: Arc::default() })
     }
 
     fn read(&self) -> Result<ReadTransaction> {
@@ -116,12 +122,10 @@ impl RedbStore {
     }
 }
 
-fn open_file(dir: &Dir, name: &str, cache_bytes: usize) -> std::io::Result<Database> {
+fn open_file(dir: &Dir, name: &str, cache_bytes: usize, syncs: Arc<AtomicU64>) -> std::io::Result<Database> {
     let file = dir.open_with(name, OpenOptions::new().read(true).write(true))?;
-    redb::Builder::new()
-        .set_cache_size(cache_bytes)
-        .create_with_backend(FileBackend::new(file.into_std()).map_err(std::io::Error::other)?)
-        .map_err(std::io::Error::other)
+    let backend = CountedFile::new(FileBackend::new(file.into_std()).map_err(std::io::Error::other)?, syncs);
+    redb::Builder::new().set_cache_size(cache_bytes).create_with_backend(backend).map_err(std::io::Error::other)
 }
 
 /// Create missing tables, check the storage schema version, and find the next seq.
@@ -769,10 +773,11 @@ impl Store for RedbStore {
     async fn rewrite_file(&self) -> Result<()> {
         let Some(file) = &self.file else { return Ok(()) };
         let (dir, name, cache_bytes) = (file.dir.try_clone().map_err(internal)?, file.name.clone(), file.cache_bytes);
+        let syncs = self.syncs.clone();
         self.writer
             .replace(move |db| {
                 super::export::export(db, &dir, &name)?;
-                open_file(&dir, &name, cache_bytes).map_err(internal)
+                open_file(&dir, &name, cache_bytes, syncs).map_err(internal)
             })
             .await
     }
@@ -807,7 +812,7 @@ impl Store for RedbStore {
     }
 
     fn writer_stats(&self) -> WriterStats {
-        self.writer.stats()
+        WriterStats { syncs: self.syncs.load(Ordering::Relaxed), ..self.writer.stats() }
     }
 }
 

@@ -73,6 +73,8 @@ enum Msg {
 pub struct WriterStats {
     pub requests: u64,
     pub commits: u64,
+    /// fsyncs of the database file (0 for stores without a file).
+    pub syncs: u64,
     pub largest_batch: u64,
     pub queued: u64,
     /// The first storage failure. redb refuses all writes after an I/O error, so
@@ -153,6 +155,7 @@ impl Writer {
         WriterStats {
             requests: self.counters.requests.load(Ordering::Relaxed),
             commits: self.counters.commits.load(Ordering::Relaxed),
+            syncs: 0,
             largest_batch: self.counters.largest_batch.load(Ordering::Relaxed),
             queued: self.counters.queued.load(Ordering::Relaxed),
             failure: self.counters.failure(),
