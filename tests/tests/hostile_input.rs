@@ -2,7 +2,8 @@
 //! size and count, batch size) answer problem+json with a stable code and store nothing.
 //! A seeded fuzz over every route of the OpenAPI document, from several threads, never
 //! gets a 5xx (but the documented 503s) nor an error that is not problem+json; afterwards
-//! the API's counts, a full listing and the store's own consistency check agree.
+//! the API's counts, a full listing and the store's own consistency check agree. What the
+//! fuzz found is pinned by tests of its own (huge durations, concurrent checkpoints).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -72,7 +73,7 @@ fn health_counts(server: &Server) -> Counts {
     counts
 }
 
-/// All jobs of some counts (`stuck` is a flag, not a state).
+/// The number of jobs in `counts` (`stuck` is a flag, not a state).
 fn job_total(counts: &Counts) -> u64 {
     counts.iter().filter(|(name, _)| *name != "stuck").map(|(_, n)| n).sum()
 }
@@ -243,6 +244,68 @@ fn hostile_bounds_answer_problems_and_store_nothing() {
     let answer = insert(job_text(&[("payload", &nested_objects(60))]));
     assert_eq!(answer.status, 201, "a payload nested 60 deep is accepted: {}", clip(&answer.body.to_string(), 500));
     assert_eq!(job_total(&health_counts(&server)), stored + 1, "the accepted job is stored");
+}
+
+/// Found by the fuzz: durations past the calendar in a queue's configuration must be
+/// refused, or be harmless to the inserts, claims and failures that use them.
+#[test]
+fn huge_queue_durations_never_break_writes() {
+    let server = Server::start();
+    let tenant = server.tenant("acme");
+    let huge = i64::MAX;
+    let config = json!({
+        "pending_timeout_ms": huge,
+        "processing_timeout_ms": huge,
+        "parked_timeout_ms": huge,
+        "backoff_base_ms": huge,
+        "backoff_cap_ms": huge,
+    });
+    let (status, body) = tenant.tenant_admin.put("/v1/queues/q", config);
+    assert!(matches!(status, 200 | 422), "configure huge durations: {status} {body}");
+    let job = tenant.producer.insert("q", json!({}));
+    let claimed = tenant.worker.claim("q", 1, 30_000);
+    assert_eq!(claimed.len(), 1, "the job is claimed");
+    let fail = json!({ "token": claimed[0]["lease"]["token"], "code": "E_TEST", "reason": "hostile backoff" });
+    let (status, body) = tenant.worker.post(&format!("/v1/jobs/{}/fail", job["job_uuid"].as_str().unwrap()), fail);
+    assert_eq!(status, 200, "fail under a huge backoff: {body}");
+    tenant.producer.insert("another-queue", json!({}));
+}
+
+/// Found by the fuzz: checkpoints taken, listed and read for restores at the same time.
+#[test]
+fn concurrent_checkpoint_operations_never_fail_with_5xx() {
+    let server = Server::start();
+    server.tenant("acme");
+    let admin = server.admin();
+    let (status, checkpoint) = admin.post("/v1/admin/checkpoints", json!({}));
+    assert_eq!(status, 201, "checkpoint: {checkpoint}");
+    let restore = format!("/v1/admin/checkpoints/{}/restore", checkpoint["id"].as_str().unwrap());
+    let answers: Vec<(&str, u16, Value)> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..12)
+            .map(|i| {
+                let (admin, restore) = (&admin, &restore);
+                scope.spawn(move || {
+                    let mut answers = Vec::new();
+                    for _ in 0..10 {
+                        let (what, (status, body)) = match i % 3 {
+                            0 => ("dry-run restore", admin.post(restore, json!({ "tenant": "acme" }))),
+                            1 => ("create", admin.post("/v1/admin/checkpoints", json!({}))),
+                            _ => ("list", admin.get("/v1/admin/checkpoints")),
+                        };
+                        answers.push((what, status, body));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        clients.into_iter().flat_map(|c| c.join().expect("client thread")).collect()
+    });
+    let failures: BTreeSet<String> = answers
+        .iter()
+        .filter(|(_, status, _)| *status >= 500)
+        .map(|(what, status, body)| format!("{what}: {status} {}", body["detail"]))
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -562,20 +625,23 @@ fn hostile_string(rng: &mut SeededRng) -> String {
     }
 }
 
+/// Integers at the edges of the types, and durations (in ms) past any calendar.
 fn hostile_integer(rng: &mut SeededRng) -> Value {
-    match rng.below(6) {
+    match rng.below(8) {
         0 => json!(-1),
         1 => json!(0),
         2 => json!(i64::MAX),
         3 => json!(i64::MIN),
         4 => json!(u64::MAX),
-        _ => json!(1u64 << 32),
+        5 => json!(1u64 << 32),
+        6 => json!(1u64 << 62),
+        _ => json!(100_000_000_000_000_000u64),
     }
 }
 
 /// A plausible integer for a field; claims wait at most 20 ms so no thread blocks long.
 fn integer(rng: &mut SeededRng, field: &str) -> Value {
-    if rng.chance(0.1) {
+    if rng.chance(0.2) {
         return hostile_integer(rng);
     }
     let (lo, hi) = match field {
@@ -586,6 +652,8 @@ fn integer(rng: &mut SeededRng, field: &str) -> Value {
         "lease_ms" => (1_000, 60_000),
         "delay_ms" => (0, 3_000),
         "max_attempts" | "schema_version" => (1, 5),
+        "retention_days" => (1, 30),
+        "schema_versions" => (1, 3),
         _ if rng.chance(0.3) => (100, 100_000),
         _ => (0, 100),
     };
@@ -627,6 +695,31 @@ fn random_json(rng: &mut SeededRng, depth: usize) -> Value {
 fn random_object(rng: &mut SeededRng, depth: usize) -> Value {
     let members = rng.range(0, 4);
     Value::Object((0..members).map(|_| (word(rng), random_json(rng, depth))).collect())
+}
+
+/// Tags with the compliance keys the host merges (and now and then a key of its own).
+fn compliance_tags(rng: &mut SeededRng) -> Value {
+    let mut tags = Map::new();
+    if rng.chance(0.4) {
+        tags.insert("gdpr".into(), json!(rng.chance(0.5)));
+    }
+    if rng.chance(0.4) {
+        tags.insert("pii".into(), json!([rng.pick(&["email", "name", "address"])]));
+    }
+    if rng.chance(0.4) {
+        let class = *rng.pick(&["public", "internal", "confidential", "restricted", "secret"]);
+        tags.insert("data_class".into(), json!(class));
+    }
+    if rng.chance(0.5) {
+        tags.insert("retention_days".into(), integer(rng, "retention_days"));
+    }
+    if rng.chance(0.3) {
+        tags.insert("region".into(), json!(rng.pick(&["eu", "us"])));
+    }
+    if rng.chance(0.2) {
+        tags.insert(word(rng), random_json(rng, 1));
+    }
+    Value::Object(tags)
 }
 
 /// A valid-ish object with one member removed, replaced or added.
@@ -763,6 +856,13 @@ fn string_members(value: &Value, depth: usize, out: &mut Vec<(String, String)>) 
     }
 }
 
+/// One kind of bad answer: when it was first seen (requests sent before), how often, an example.
+struct Finding {
+    first: usize,
+    count: usize,
+    example: String,
+}
+
 /// The fuzz: what it may send, what it learned from answers, what it saw.
 struct Fuzz {
     base: String,
@@ -778,8 +878,8 @@ struct Fuzz {
     pools: Mutex<HashMap<String, VecDeque<String>>>,
     /// Statuses by "METHOD /template"; 0 is no answer.
     tally: Mutex<BTreeMap<String, BTreeMap<u16, usize>>>,
-    /// Problems by "route: issue": (how often, the first example).
-    findings: Mutex<BTreeMap<String, (usize, String)>>,
+    /// Bad answers by "METHOD /template: issue".
+    findings: Mutex<BTreeMap<String, Finding>>,
     sent: AtomicUsize,
     /// Requests sent again on a new connection after a kept-alive one failed.
     redials: AtomicUsize,
@@ -968,6 +1068,7 @@ impl Fuzz {
             return Value::Null;
         }
         match *rng.pick(&concrete) {
+            "object" if matches!(field, "tags" | "default_tags") && rng.chance(0.7) => compliance_tags(rng),
             "object" => self.object(rng, schema, depth),
             "array" => {
                 let len = if field == "jobs" { rng.range(1, 5) } else { rng.range(0, 3) };
@@ -1068,16 +1169,16 @@ impl Fuzz {
     }
 
     fn record(&self, request: &FuzzRequest, reply: Result<Reply, String>) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
+        let order = self.sent.fetch_add(1, Ordering::Relaxed);
         let route = format!("{} {}", request.method, request.template);
         let status = reply.as_ref().map_or(0, |r| r.status);
         *self.tally.lock().expect("tally").entry(route.clone()).or_default().entry(status).or_default() += 1;
         let reply = match reply {
             Ok(reply) => reply,
-            Err(error) => return self.finding(&route, "no answer", request, &error),
+            Err(error) => return self.finding(order, &route, "no answer", request, &error),
         };
         if let Err(issue) = judge(&request.template, &reply) {
-            self.finding(&route, &issue, request, &String::from_utf8_lossy(&reply.body));
+            self.finding(order, &route, &issue, request, &String::from_utf8_lossy(&reply.body));
         }
         if (200..300).contains(&reply.status)
             && let Ok(body) = serde_json::from_slice::<Value>(&reply.body)
@@ -1086,7 +1187,7 @@ impl Fuzz {
         }
     }
 
-    fn finding(&self, route: &str, issue: &str, request: &FuzzRequest, answer: &str) {
+    fn finding(&self, order: usize, route: &str, issue: &str, request: &FuzzRequest, answer: &str) {
         let body = String::from_utf8_lossy(request.body.as_deref().unwrap_or_default());
         let example = format!(
             "{} {} as {} (content-type {:?}, body {}) -> {}",
@@ -1098,7 +1199,9 @@ impl Fuzz {
             clip(answer, 300)
         );
         let mut findings = self.findings.lock().expect("findings");
-        findings.entry(format!("{route}: {issue}")).or_insert((0, example)).0 += 1;
+        let finding =
+            findings.entry(format!("{route}: {issue}")).or_insert(Finding { first: order, count: 0, example });
+        finding.count += 1;
     }
 
     /// Print statuses by route, the summary line and the findings.
@@ -1120,8 +1223,12 @@ impl Fuzz {
             elapsed.as_secs_f64(),
             self.redials.load(Ordering::Relaxed)
         );
-        for (issue, (count, example)) in self.findings.lock().expect("findings").iter() {
-            println!("FINDING {issue} (x{count}): {example}");
+        // In the order first seen: the first is the likeliest cause of those after it.
+        let findings = self.findings.lock().expect("findings");
+        let mut in_order: Vec<(&String, &Finding)> = findings.iter().collect();
+        in_order.sort_by_key(|(_, f)| f.first);
+        for (issue, f) in in_order {
+            println!("FINDING {issue} (x{}, first after {} requests): {}", f.count, f.first, f.example);
         }
     }
 }
@@ -1149,13 +1256,22 @@ fn seed_jobs(fuzz: &Fuzz, tenants: &[Tenant]) {
     }
 }
 
-/// The server process still runs (not a zombie) and says it is live.
-fn assert_alive(server: &Server) {
+/// The server process still runs (not a zombie), is live, and is ready within a few
+/// seconds (a maintenance loop that some input stopped keeps it unready).
+fn assert_alive_and_ready(server: &Server) {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("server process");
     let state = status.lines().find_map(|l| l.strip_prefix("State:")).unwrap_or("").trim().to_owned();
     assert!(!state.starts_with('Z'), "the server process died: {state}");
-    let (status, health) = server.admin().get("/health");
-    assert!(matches!(status, 200 | 503) && health["live"] == true, "/health after the fuzz: {status} {health}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, health) = server.admin().get("/health");
+        assert!(health["live"] == true, "/health after the fuzz: {status} {health}");
+        if status == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not ready 10 s after the fuzz: {health}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn listed_counts(jobs: &[Value]) -> Counts {
@@ -1245,7 +1361,7 @@ fn fuzz_every_route_then_check_consistency() {
         }
     });
     fuzz.report(seed, started.elapsed());
-    assert_alive(&server);
+    assert_alive_and_ready(&server);
     let sent = fuzz.sent.load(Ordering::Relaxed);
     assert!(sent >= 10_000, "only {sent} requests were sent");
     let tally = fuzz.tally.lock().expect("tally");
