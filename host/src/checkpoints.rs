@@ -32,8 +32,8 @@ pub struct Checkpoint {
 pub struct Checkpoints {
     dir: Arc<Dir>,
     store: Arc<dyn Store>,
-    /// Held while a checkpoint is written or scrubbed, so an erasure never misses
-    /// a checkpoint being made.
+    /// Held while a checkpoint file is written, scrubbed or read: an erasure never
+    /// misses a checkpoint being made, and redb's file lock is never contended.
     busy: tokio::sync::Mutex<()>,
 }
 
@@ -68,9 +68,12 @@ impl Checkpoints {
     fn write_sidecar(&self, checkpoint: &mut Checkpoint, counts: Vec<(JobState, u64)>) -> Result<()> {
         checkpoint.jobs = counts.into_iter().map(|(s, n)| (s.as_str().to_owned(), n.into())).collect();
         checkpoint.bytes = self.dir.metadata(format!("{}.redb", checkpoint.id)).map_err(Error::internal)?.len();
+        // Written aside and renamed, so a reader never sees half a sidecar.
+        let (partial, name) = (format!("{}.json.partial", checkpoint.id), format!("{}.json", checkpoint.id));
         self.dir
-            .write(format!("{}.json", checkpoint.id), serde_json::to_vec_pretty(&checkpoint).expect("serialisable"))
-            .map_err(Error::internal)
+            .write(&partial, serde_json::to_vec_pretty(&checkpoint).expect("serialisable"))
+            .map_err(Error::internal)?;
+        self.dir.rename(&partial, &self.dir, &name).map_err(Error::internal)
     }
 
     /// Remove deleted users from every checkpoint file (each written anew).
@@ -97,8 +100,11 @@ impl Checkpoints {
         for entry in self.dir.entries().map_err(Error::internal)? {
             let name = entry.map_err(Error::internal)?.file_name();
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
-            if check_id(id).is_ok() {
-                all.push(self.get(id)?);
+            // A checkpoint deleted meanwhile is simply not listed.
+            match self.get(id) {
+                Ok(checkpoint) => all.push(checkpoint),
+                Err(e) if e.code == crate::error::Code::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
         all.sort_by(|a, b| a.id.cmp(&b.id));
@@ -114,6 +120,8 @@ impl Checkpoints {
     /// The part of checkpoint `id` that a restore of `scope` puts back.
     pub async fn read_snapshot(&self, id: &str, scope: &crate::store::RestoreScope) -> Result<crate::store::Snapshot> {
         check_id(id)?;
+        // One opener of a checkpoint file at a time (redb locks the file).
+        let _busy = self.busy.lock().await;
         let (dir, store, name, scope) = (self.dir.clone(), self.store.clone(), format!("{id}.redb"), scope.clone());
         tokio::task::spawn_blocking(move || store.read_snapshot(&dir, &name, &scope))
             .await

@@ -168,7 +168,8 @@ impl Job {
     /// failed and parked past the parked timeout. `None`: it cannot get stuck.
     pub fn stuck_deadline(&self, config: &QueueConfig) -> Option<DateTime<Utc>> {
         let after = |since: DateTime<Utc>, timeout_ms: u64| {
-            (timeout_ms > 0).then(|| since + chrono::Duration::milliseconds(timeout_ms as i64))
+            let timeout = chrono::Duration::try_milliseconds(i64::try_from(timeout_ms).ok()?)?;
+            (timeout_ms > 0).then(|| since.checked_add_signed(timeout)).flatten()
         };
         match self.state {
             JobState::Pending => after(self.run_at.max(self.pending_since), config.pending_timeout_ms),

@@ -625,9 +625,22 @@ fn validate_command(command: &Command) -> Result<()> {
     Ok(())
 }
 
+/// Longest duration a queue setting may name: times stay far inside chrono's range.
+const MAX_SETTING_MS: u64 = 366 * 86_400_000;
+
 fn check_config(c: &QueueConfig) -> Result<()> {
     if c.backoff_base_ms == 0 || c.backoff_cap_ms < c.backoff_base_ms {
         return Err(Error::validation("backoff: base above 0 and cap at least the base"));
+    }
+    let durations = [
+        ("backoff_cap_ms", c.backoff_cap_ms),
+        ("breaker_window_ms", c.breaker_window_ms),
+        ("pending_timeout_ms", c.pending_timeout_ms),
+        ("processing_timeout_ms", c.processing_timeout_ms),
+        ("parked_timeout_ms", c.parked_timeout_ms),
+    ];
+    if let Some((name, _)) = durations.iter().find(|(_, ms)| *ms > MAX_SETTING_MS) {
+        return Err(Error::validation(format!("{name}: at most {MAX_SETTING_MS} (366 days)")));
     }
     if !(1..=1000).contains(&c.max_attempts) {
         return Err(Error::validation("max_attempts: 1 to 1000"));

@@ -113,8 +113,13 @@ fn highest(key: &str, levels: &[&str], values: &[&Value]) -> Result<Option<Value
     Ok(best.map(|i| Value::from(levels[i])))
 }
 
+/// Longest retention a job may name: a hundred years.
+const MAX_RETENTION_DAYS: u64 = 36_500;
+
 fn days(v: &Value) -> Result<u64> {
-    v.as_u64().filter(|d| *d > 0).ok_or_else(|| bad("retention_days", "must be a whole number of days above 0"))
+    v.as_u64()
+        .filter(|d| (1..=MAX_RETENTION_DAYS).contains(d))
+        .ok_or_else(|| bad("retention_days", "must be a whole number of days from 1 to 36500"))
 }
 
 fn retention(s: &Sources<'_>, user: &Map<String, Value>) -> Result<Option<Value>> {

@@ -14,6 +14,7 @@ use crate::model::AuditEvent;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// One tenant's events (an auditor of one tenant always sees only its own).
     pub tenant: Option<String>,

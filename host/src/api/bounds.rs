@@ -6,6 +6,7 @@
 //! them gets problem+json from here, not a bare error from hyper.
 
 use axum::extract::Request;
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -17,9 +18,16 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Deepest nesting of arrays and objects in a JSON body (payloads and tags included).
 pub const MAX_JSON_DEPTH: usize = 64;
+/// Longest a client may take to send a request body.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub async fn limit_headers(request: Request, next: Next) -> Response {
+/// Refuse oversized headers; and after an error answer to a request that carried
+/// a body, close the connection: the body may be unread, so the connection
+/// cannot carry another request, and the client must be told so.
+pub async fn guard(request: Request, next: Next) -> Response {
     let headers = request.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
     let bytes: usize = request.uri().to_string().len()
         + headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>();
     if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
@@ -29,7 +37,11 @@ pub async fn limit_headers(request: Request, next: Next) -> Response {
         );
         return ApiError::from(Error::new(Code::HeadersTooLarge, reason)).into_response();
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Refuse JSON nested deeper than [`MAX_JSON_DEPTH`], before parsing it.

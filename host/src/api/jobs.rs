@@ -100,6 +100,7 @@ pub async fn insert_batch(
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     pub queue: Option<String>,
     pub state: Option<JobState>,

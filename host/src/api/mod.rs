@@ -143,7 +143,8 @@ pub fn router(app: AppState) -> Router {
         .route("/openapi.json", axum::routing::get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(bounds::limit_headers))
+        .layer(axum::middleware::from_fn(bounds::guard))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(bounds::BODY_TIMEOUT))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::from(Error::new(Code::Internal, "internal error")).into_response()
         }))

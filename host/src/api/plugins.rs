@@ -18,6 +18,7 @@ use crate::store::PluginCaps;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadParams {
     pub name: String,
     /// validator, tagger, migrator or alert-policy.

@@ -59,11 +59,6 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, serde_json::to_vec(&problem).unwrap_or_default()).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        // The rest of an oversized body is never read, so the connection cannot
-        // carry another request: say so, or a client may reuse it and fail.
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         if let Some(seconds) = self.error.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

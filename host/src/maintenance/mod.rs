@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use futures::FutureExt;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -133,10 +134,15 @@ where
 {
     tokio::spawn(async move {
         loop {
-            let moved = match pass().await {
-                Ok(n) => n,
-                Err(e) => {
+            // A pass that panics is a bug; the loop logs it and goes on with the next pass.
+            let moved = match std::panic::AssertUnwindSafe(pass()).catch_unwind().await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
                     tracing::error!(target: "sluice::maintenance", service = name, error = %e, "pass failed");
+                    0
+                }
+                Err(_) => {
+                    tracing::error!(target: "sluice::maintenance", service = name, "pass panicked");
                     0
                 }
             };

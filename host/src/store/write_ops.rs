@@ -604,8 +604,10 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
 /// After a failed attempt the machine chose `failed` or `abandoned`: set lease and backoff.
 fn after_failed_attempt(job: &mut Job, config: &QueueConfig, now: DateTime<Utc>) {
     job.lease = None;
-    job.due_at = (job.state == JobState::Failed && !job.parked)
-        .then(|| now + Duration::milliseconds(backoff_ms(config, job.attempt, rand::random()) as i64));
+    job.due_at = (job.state == JobState::Failed && !job.parked).then(|| {
+        let backoff = backoff_ms(config, job.attempt, rand::random()).min(i32::MAX as u64);
+        now + Duration::milliseconds(backoff as i64)
+    });
 }
 
 /// Retry and replay: pending now, a fresh attempt budget, flags cleared.

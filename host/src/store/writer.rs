@@ -158,7 +158,11 @@ impl Writer {
             syncs: 0,
             largest_batch: self.counters.largest_batch.load(Ordering::Relaxed),
             queued: self.counters.queued.load(Ordering::Relaxed),
-            failure: self.counters.failure(),
+            // A writer thread that is gone fails readiness like a storage failure.
+            failure: self
+                .counters
+                .failure()
+                .or_else(|| self.tx.is_closed().then(|| "the writer thread stopped".to_owned())),
         }
     }
 }
@@ -199,10 +203,12 @@ fn run(db: SharedDb, mut rx: mpsc::UnboundedReceiver<Msg>, mut next_seq: u64, co
                     reply(Ok(()));
                 }
             }
-            Err((replies, reason)) => {
+            Err(BatchFailure { replies, reason, fatal }) => {
                 next_seq = seq_before;
-                tracing::error!(target: "sluice::store", error = %reason, "write batch rolled back");
-                counters.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| reason.clone());
+                tracing::error!(target: "sluice::store", error = %reason, fatal, "write batch rolled back");
+                if fatal {
+                    counters.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| reason.clone());
+                }
                 for reply in replies {
                     reply(Err(Error::internal(format!("storage failure: {reason}"))));
                 }
@@ -211,32 +217,42 @@ fn run(db: SharedDb, mut rx: mpsc::UnboundedReceiver<Msg>, mut next_seq: u64, co
     }
 }
 
+/// A batch that did not commit: every request in it is answered with `reason`.
+struct BatchFailure {
+    replies: Vec<Reply>,
+    reason: String,
+    /// Storage failed (redb refuses further writes): the host must restart. A
+    /// panicking operation is not fatal: its batch is rolled back and the writer goes on.
+    fatal: bool,
+}
+
 /// Apply a batch in one durable transaction. On failure every request of the batch
 /// is answered with the error (the replies gathered so far are handed back).
-fn apply_batch(
-    db: &Database,
-    ops: impl Iterator<Item = Op>,
-    next_seq: &mut u64,
-) -> Result<Vec<Reply>, (Vec<Reply>, String)> {
+fn apply_batch(db: &Database, ops: impl Iterator<Item = Op>, next_seq: &mut u64) -> Result<Vec<Reply>, BatchFailure> {
     let mut replies: Vec<Reply> = Vec::new();
     let mut ops = ops.peekable();
+    let storage = |replies, e: &dyn std::fmt::Display| BatchFailure { replies, reason: e.to_string(), fatal: true };
     let mut txn = match db.begin_write() {
         Ok(txn) => txn,
-        Err(e) => return Err((drain_failed(ops), e.to_string())),
+        Err(e) => return Err(storage(drain_failed(ops), &e)),
     };
     let _ = txn.set_durability(Durability::Immediate);
     let failure = {
         let mut tables = match Tables::open(&txn) {
             Ok(t) => t,
-            Err(e) => return Err((drain_failed(ops), e.to_string())),
+            Err(e) => return Err(storage(drain_failed(ops), &e)),
         };
         let mut ctx = WriteCtx { tables: &mut tables, now: now_ms(), next_seq };
         let mut failure = None;
         for op in ops.by_ref() {
-            match op(&mut ctx) {
-                Ok(reply) => replies.push(reply),
-                Err(e) => {
-                    failure = Some(e);
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&mut ctx))) {
+                Ok(Ok(reply)) => replies.push(reply),
+                Ok(Err(e)) => {
+                    failure = Some((e, true));
+                    break;
+                }
+                Err(_) => {
+                    failure = Some(("internal error: a write operation panicked".to_owned(), false));
                     break;
                 }
             }
@@ -244,19 +260,19 @@ fn apply_batch(
         if failure.is_none() {
             let seq = *ctx.next_seq;
             if let Err(e) = ctx.tables.meta.insert("next_seq", seq) {
-                failure = Some(e.to_string());
+                failure = Some((e.to_string(), true));
             }
         }
         failure
     };
-    if let Some(reason) = failure {
+    if let Some((reason, fatal)) = failure {
         // The failing op and those after it never produced a reply: answer them too.
         replies.extend(drain_failed(ops));
-        return Err((replies, reason));
+        return Err(BatchFailure { replies, reason, fatal });
     }
     match txn.commit() {
         Ok(()) => Ok(replies),
-        Err(e) => Err((replies, e.to_string())),
+        Err(e) => Err(storage(replies, &e)),
     }
 }
 
