@@ -312,47 +312,6 @@ fn concurrent_checkpoint_operations_never_fail_with_5xx() {
 // Fuzz
 // ---------------------------------------------------------------------------
 
-/// A seeded xorshift64* generator (the algorithm of `sluice_tests::Rng`, which seeds
-/// itself from a fresh uuid and cannot replay a seed).
-struct SeededRng(u64);
-
-impl SeededRng {
-    fn new(seed: u64) -> SeededRng {
-        // splitmix64 of the seed, so nearby seeds start far apart.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        SeededRng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [0, n).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Uniform in [lo, hi].
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
 /// The fuzz seed: `SLUICE_FUZZ_SEED`, else a fresh one.
 fn fuzz_seed() -> u64 {
     match std::env::var("SLUICE_FUZZ_SEED") {
@@ -539,22 +498,22 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-fn random_uuid(rng: &mut SeededRng) -> String {
+fn random_uuid(rng: &mut Rng) -> String {
     let bytes = (((rng.next_u64() as u128) << 64) | rng.next_u64() as u128).to_le_bytes();
     uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
-fn hex(rng: &mut SeededRng, len: usize) -> String {
+fn hex(rng: &mut Rng, len: usize) -> String {
     (0..len).map(|_| char::from_digit(rng.below(16) as u32, 16).expect("hex digit")).collect()
 }
 
-fn word(rng: &mut SeededRng) -> String {
+fn word(rng: &mut Rng) -> String {
     let len = rng.range(3, 10) as usize;
     (0..len).map(|_| char::from(b'a' + rng.below(26) as u8)).collect()
 }
 
 /// Printable ASCII, quotes, slashes and all.
-fn garbage(rng: &mut SeededRng, max_len: u64) -> String {
+fn garbage(rng: &mut Rng, max_len: u64) -> String {
     let len = rng.range(1, max_len) as usize;
     (0..len).map(|_| char::from(rng.range(0x20, 0x7e) as u8)).collect()
 }
@@ -599,7 +558,7 @@ const HUGE_NUMBERS: [&str; 7] =
     ["1e400", "-1e400", "18446744073709551616", "-9223372036854775809", "1.5", "-0", "123456789012345678901234567890"];
 
 /// A path segment meant to break routing or parsing (percent-encoded where needed).
-fn hostile_segment(rng: &mut SeededRng) -> String {
+fn hostile_segment(rng: &mut Rng) -> String {
     match rng.below(6) {
         0 => random_uuid(rng),
         1 => encode(&garbage(rng, 40)),
@@ -611,7 +570,7 @@ fn hostile_segment(rng: &mut SeededRng) -> String {
 }
 
 /// A string value meant to break validation.
-fn hostile_string(rng: &mut SeededRng) -> String {
+fn hostile_string(rng: &mut Rng) -> String {
     match rng.below(7) {
         0 => String::new(),
         1 => "x".repeat(rng.range(129, 300) as usize),
@@ -626,7 +585,7 @@ fn hostile_string(rng: &mut SeededRng) -> String {
 }
 
 /// Integers at the edges of the types, and durations (in ms) past any calendar.
-fn hostile_integer(rng: &mut SeededRng) -> Value {
+fn hostile_integer(rng: &mut Rng) -> Value {
     match rng.below(8) {
         0 => json!(-1),
         1 => json!(0),
@@ -640,7 +599,7 @@ fn hostile_integer(rng: &mut SeededRng) -> Value {
 }
 
 /// A plausible integer for a field; claims wait at most 20 ms so no thread blocks long.
-fn integer(rng: &mut SeededRng, field: &str) -> Value {
+fn integer(rng: &mut Rng, field: &str) -> Value {
     if rng.chance(0.2) {
         return hostile_integer(rng);
     }
@@ -660,7 +619,7 @@ fn integer(rng: &mut SeededRng, field: &str) -> Value {
     json!(rng.range(lo, hi))
 }
 
-fn number(rng: &mut SeededRng) -> Value {
+fn number(rng: &mut Rng) -> Value {
     match rng.below(4) {
         0 => json!(0.0),
         1 => json!(-1.5),
@@ -669,7 +628,7 @@ fn number(rng: &mut SeededRng) -> Value {
     }
 }
 
-fn date_time(rng: &mut SeededRng) -> String {
+fn date_time(rng: &mut Rng) -> String {
     if rng.chance(0.1) {
         return rng
             .pick(&["yesterday", "9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z", "2024-02-30T00:00:00Z"])
@@ -680,7 +639,7 @@ fn date_time(rng: &mut SeededRng) -> String {
 }
 
 /// Any JSON, `depth` levels at most.
-fn random_json(rng: &mut SeededRng, depth: usize) -> Value {
+fn random_json(rng: &mut Rng, depth: usize) -> Value {
     match rng.below(if depth == 0 { 5 } else { 7 }) {
         0 => Value::Null,
         1 => Value::Bool(rng.chance(0.5)),
@@ -692,13 +651,13 @@ fn random_json(rng: &mut SeededRng, depth: usize) -> Value {
     }
 }
 
-fn random_object(rng: &mut SeededRng, depth: usize) -> Value {
+fn random_object(rng: &mut Rng, depth: usize) -> Value {
     let members = rng.range(0, 4);
     Value::Object((0..members).map(|_| (word(rng), random_json(rng, depth))).collect())
 }
 
 /// Tags with the compliance keys the host merges (and now and then a key of its own).
-fn compliance_tags(rng: &mut SeededRng) -> Value {
+fn compliance_tags(rng: &mut Rng) -> Value {
     let mut tags = Map::new();
     if rng.chance(0.4) {
         tags.insert("gdpr".into(), json!(rng.chance(0.5)));
@@ -723,7 +682,7 @@ fn compliance_tags(rng: &mut SeededRng) -> Value {
 }
 
 /// A valid-ish object with one member removed, replaced or added.
-fn mutate(rng: &mut SeededRng, value: Value) -> Value {
+fn mutate(rng: &mut Rng, value: Value) -> Value {
     let Value::Object(mut object) = value else { return random_json(rng, 2) };
     let names: Vec<String> = object.keys().cloned().collect();
     match rng.below(4) {
@@ -746,7 +705,7 @@ fn mutate(rng: &mut SeededRng, value: Value) -> Value {
 }
 
 /// Bytes that are not JSON, or not quite.
-fn malformed(rng: &mut SeededRng, valid: &Value) -> Vec<u8> {
+fn malformed(rng: &mut Rng, valid: &Value) -> Vec<u8> {
     let text = valid.to_string().into_bytes();
     match rng.below(4) {
         0 if text.len() > 1 => text[..rng.below(text.len())].to_vec(),
@@ -757,7 +716,7 @@ fn malformed(rng: &mut SeededRng, valid: &Value) -> Vec<u8> {
 }
 
 /// JSON text nested 60 to 20,000 deep.
-fn deep_text(rng: &mut SeededRng) -> String {
+fn deep_text(rng: &mut Rng) -> String {
     let depth = *rng.pick(&[60, 64, 65, 66, 100, 129, 1_000, 20_000]);
     if rng.chance(0.5) { nested_arrays(depth) } else { nested_objects(depth) }
 }
@@ -776,7 +735,7 @@ fn with_member(object: &Value, name: &str, raw: &str) -> String {
 }
 
 /// A component upload: random bytes, half of them behind a component header.
-fn wasm_body(rng: &mut SeededRng) -> (Option<&'static str>, Option<Vec<u8>>) {
+fn wasm_body(rng: &mut Rng) -> (Option<&'static str>, Option<Vec<u8>>) {
     let mut bytes = if rng.chance(0.5) { b"\0asm\x0d\0\x01\0".to_vec() } else { Vec::new() };
     let len = rng.range(0, 2_048);
     bytes.extend((0..len).map(|_| rng.next_u64() as u8));
@@ -824,7 +783,7 @@ fn id_pool(method: &Method, template: &str) -> Option<&'static str> {
 }
 
 /// A plausible value for a path parameter when no harvested one is at hand.
-fn plausible(rng: &mut SeededRng, name: &str) -> String {
+fn plausible(rng: &mut Rng, name: &str) -> String {
     match name {
         "job_uuid" => random_uuid(rng),
         "queue" => rng.pick(&QUEUES).to_string(),
@@ -917,7 +876,7 @@ impl Fuzz {
 
     /// One client thread.
     fn run(&self, seed: u64) {
-        let mut rng = SeededRng::new(seed);
+        let mut rng = Rng::seeded(seed);
         let client = || reqwest::blocking::Client::builder().timeout(Duration::from_secs(60));
         let pooled = client().build().expect("client");
         let fresh = client().pool_max_idle_per_host(0).build().expect("client");
@@ -933,7 +892,7 @@ impl Fuzz {
         }
     }
 
-    fn request(&self, rng: &mut SeededRng) -> FuzzRequest {
+    fn request(&self, rng: &mut Rng) -> FuzzRequest {
         // A quarter of the requests go to the job operations.
         let op = if rng.chance(0.25) && !self.hot.is_empty() {
             &self.operations[*rng.pick(&self.hot)]
@@ -952,7 +911,7 @@ impl Fuzz {
         FuzzRequest { method, template: op.template.clone(), path, actor, content_type, body }
     }
 
-    fn path(&self, rng: &mut SeededRng, template: &str) -> String {
+    fn path(&self, rng: &mut Rng, template: &str) -> String {
         let mut path = String::new();
         for segment in template.split('/').skip(1) {
             path.push('/');
@@ -968,7 +927,7 @@ impl Fuzz {
         path
     }
 
-    fn query(&self, rng: &mut SeededRng, op: &Operation) -> String {
+    fn query(&self, rng: &mut Rng, op: &Operation) -> String {
         let mut pairs = Vec::new();
         for (name, schema) in &op.query {
             if rng.chance(0.5) {
@@ -991,7 +950,7 @@ impl Fuzz {
     }
 
     /// A body: mostly shaped by the route's schema, otherwise hostile. (content type, bytes)
-    fn body(&self, rng: &mut SeededRng, op: &Operation) -> (Option<&'static str>, Option<Vec<u8>>) {
+    fn body(&self, rng: &mut Rng, op: &Operation) -> (Option<&'static str>, Option<Vec<u8>>) {
         let schema = match &op.body {
             Some((media, _)) if media == "application/wasm" => return wasm_body(rng),
             Some((_, schema)) => schema,
@@ -1029,7 +988,7 @@ impl Fuzz {
     }
 
     /// A value shaped by `schema` (OpenAPI 3.1 as utoipa writes it), for member `field`.
-    fn value(&self, rng: &mut SeededRng, schema: &Value, field: &str, depth: usize) -> Value {
+    fn value(&self, rng: &mut Rng, schema: &Value, field: &str, depth: usize) -> Value {
         if depth > 8 {
             return Value::Null;
         }
@@ -1082,7 +1041,7 @@ impl Fuzz {
         }
     }
 
-    fn object(&self, rng: &mut SeededRng, schema: &Value, depth: usize) -> Value {
+    fn object(&self, rng: &mut Rng, schema: &Value, depth: usize) -> Value {
         let Some(properties) = schema["properties"].as_object() else { return random_object(rng, 2) };
         let required: Vec<&str> =
             schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
@@ -1095,7 +1054,7 @@ impl Fuzz {
         Value::Object(object)
     }
 
-    fn string(&self, rng: &mut SeededRng, field: &str, format: Option<&str>) -> String {
+    fn string(&self, rng: &mut Rng, field: &str, format: Option<&str>) -> String {
         if rng.chance(0.08) {
             return hostile_string(rng);
         }
@@ -1118,7 +1077,7 @@ impl Fuzz {
         }
     }
 
-    fn pooled(&self, rng: &mut SeededRng, pool: &str) -> Option<String> {
+    fn pooled(&self, rng: &mut Rng, pool: &str) -> Option<String> {
         let pools = self.pools.lock().expect("pools");
         let values = pools.get(pool).filter(|v| !v.is_empty())?;
         Some(values[rng.below(values.len())].clone())
