@@ -17,7 +17,6 @@ mod tables;
 mod write_ops;
 mod writer;
 
-pub use privacy_ops::Erased;
 pub use redb_store::{RedbStore, StoreOptions};
 pub use tables::SCHEMA_VERSION;
 pub use writer::WriterStats;

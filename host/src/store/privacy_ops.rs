@@ -187,7 +187,7 @@ pub fn delete_expired(ctx: &mut WriteCtx<'_, '_>, day_ms: u64, limit: usize) -> 
 
 /// What erasing one user removed.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Erased {
+pub(super) struct Erased {
     pub jobs_deleted: u64,
     pub leases_revoked: u64,
     pub held_kept: u64,

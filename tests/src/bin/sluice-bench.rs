@@ -146,27 +146,40 @@ async fn batch_inserts(api: &Api, queue: &str, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Claim and complete `n` jobs with `in_flight` workers, each holding one job at a
-/// time; jobs/s and claim latencies.
+/// Claim and complete `n` jobs with `in_flight` jobs in flight: workers that each
+/// claim up to 10 jobs at a time and complete them concurrently; jobs/s and claim
+/// latencies.
 async fn drain(api: &Api, queue: &str, n: usize, in_flight: usize) -> (f64, Latencies) {
+    const PER_CLAIM: usize = 10;
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let tasks: Vec<_> = (0..in_flight)
+    let tasks: Vec<_> = (0..in_flight.div_ceil(PER_CLAIM))
         .map(|w| {
             let (api, done, queue) = (api.clone(), done.clone(), queue.to_owned());
             tokio::spawn(async move {
                 let mut lat = Vec::new();
-                let claim = json!({ "worker": format!("w{w}"), "limit": 1, "wait_ms": 200 });
+                let claim = json!({ "worker": format!("w{w}"), "limit": PER_CLAIM, "wait_ms": 200 });
                 while done.load(Ordering::Relaxed) < n {
                     let t = Instant::now();
                     let (status, body) = api.post(&format!("/v1/queues/{queue}/claim"), &claim).await;
                     assert_eq!(status, 200, "claim: {body}");
-                    let Some(job) = body["jobs"].as_array().and_then(|j| j.first()).cloned() else { continue };
+                    let jobs = body["jobs"].as_array().cloned().unwrap_or_default();
+                    if jobs.is_empty() {
+                        continue;
+                    }
                     lat.push(t.elapsed());
-                    let path = format!("/v1/jobs/{}/complete", job["job_uuid"].as_str().unwrap());
-                    let (status, body) = api.post(&path, &json!({ "token": job["lease"]["token"] })).await;
-                    assert_eq!(status, 200, "complete: {body}");
-                    done.fetch_add(1, Ordering::Relaxed);
+                    let mut completes = tokio::task::JoinSet::new();
+                    for job in jobs {
+                        let path = format!("/v1/jobs/{}/complete", job["job_uuid"].as_str().unwrap());
+                        let api = api.clone();
+                        completes
+                            .spawn(async move { api.post(&path, &json!({ "token": job["lease"]["token"] })).await });
+                    }
+                    while let Some(answer) = completes.join_next().await {
+                        let (status, body) = answer.expect("complete task");
+                        assert_eq!(status, 200, "complete: {body}");
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 lat
             })
