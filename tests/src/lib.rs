@@ -14,10 +14,14 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
-/// Build the server in release mode once per test process and return its path.
+/// Build the server in release mode once per test process and return its path;
+/// `SLUICE_BIN` names a binary to use instead (to benchmark two builds side by side).
 pub fn sluice_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("SLUICE_BIN") {
+            return PathBuf::from(bin);
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--release", "--quiet", "-p", "sluice-host", "--bin", "sluice"])
