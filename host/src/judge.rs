@@ -117,17 +117,19 @@ pub async fn judge_claims(plugins: &PluginHost, binding: &Arc<ActiveBinding>, jo
 
 /// Merge each job's tags (tenant defaults, user configuration, tagger plugin,
 /// request) and run the tagger. A refused job gets its error; the rest go on.
+/// `users` holds the configuration of every user of `jobs`.
 pub async fn tag_jobs(
     plugins: &PluginHost,
     store: &Arc<dyn Store>,
     tenant: &str,
     jobs: Vec<NewJob>,
+    users: &crate::quota::UserConfigs,
 ) -> Result<Vec<Result<NewJob>>> {
     let config = store.tenant_config(tenant)?;
     let calls = jobs.into_iter().map(|mut new| {
         let config = &config;
         async move {
-            let user = store.user_config(tenant, &new.user_id)?;
+            let user = users.get(&new.user_id).cloned().flatten();
             let request = std::mem::take(&mut new.tags);
             let merge = |plugin_tags: &[Map<String, Value>]| {
                 tags::merge(&Sources { tenant: config, user: user.as_ref(), plugins: plugin_tags, request: &request })

@@ -283,7 +283,13 @@ impl QueueService {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let admission = match self.quotas.admit(tenant, &valid.iter().map(|(_, j)| j).collect::<Vec<_>>()) {
+        let mut users = crate::quota::UserConfigs::new();
+        for (_, job) in &valid {
+            if !users.contains_key(&job.user_id) {
+                users.insert(job.user_id.clone(), self.store.user_config(tenant, &job.user_id)?);
+            }
+        }
+        let admission = match self.quotas.admit(tenant, &valid.iter().map(|(_, j)| j).collect::<Vec<_>>(), &users) {
             Ok(admission) => admission,
             Err(e) => {
                 crate::metrics::quota_refusal(tenant, &e);
@@ -299,7 +305,9 @@ impl QueueService {
         }
         let (places, jobs): (Vec<usize>, Vec<NewJob>) = sized.into_iter().unzip();
         let mut accepted = Vec::new();
-        for (i, tagged) in places.into_iter().zip(judge::tag_jobs(&self.plugins, &self.store, tenant, jobs).await?) {
+        for (i, tagged) in
+            places.into_iter().zip(judge::tag_jobs(&self.plugins, &self.store, tenant, jobs, &users).await?)
+        {
             match tagged.and_then(|mut new| admission.check_retention(&mut new).map(|()| new)) {
                 Ok(new) => accepted.push((i, new)),
                 Err(e) => results[i] = Some(Err(e)),

@@ -16,7 +16,11 @@ use serde_json::Value;
 
 use crate::error::{Code, Error, Result};
 use crate::limits::{self, Holder, Limits, Rate, UserQuota};
+use crate::model::UserConfig;
 use crate::store::{InsertCaps, NewJob, Store};
+
+/// The configuration of each user of a request, read once for the quotas and the tags.
+pub type UserConfigs = HashMap<String, Option<UserConfig>>;
 
 struct Bucket {
     tokens: f64,
@@ -58,14 +62,16 @@ impl Quotas {
     /// Check what can be checked before tagging: payload sizes and insert rates.
     /// A payload over a limit refuses that job; a rate over its bucket refuses the
     /// whole request (429 RATE_LIMITED with the seconds to wait).
-    pub fn admit(&self, tenant: &str, jobs: &[&NewJob]) -> Result<Admission> {
+    /// `configs` holds the configuration of every user of `jobs`.
+    pub fn admit(&self, tenant: &str, jobs: &[&NewJob], configs: &UserConfigs) -> Result<Admission> {
         let limits = self.limits(tenant)?;
-        let mut users: HashMap<String, UserQuota> = HashMap::new();
-        for job in jobs {
-            if !users.contains_key(&job.user_id) {
-                users.insert(job.user_id.clone(), self.user_quota(tenant, &job.user_id, &limits)?);
-            }
-        }
+        let users: HashMap<String, UserQuota> = configs
+            .iter()
+            .map(|(user, config)| {
+                let own = config.as_ref().and_then(|c| c.quota.as_ref());
+                (user.clone(), limits.user_quota(own).clone())
+            })
+            .collect();
         let mut wanted: Vec<(Option<String>, Rate, f64)> = Vec::new();
         if let Some(rate) = limits.insert_rate {
             wanted.push((None, rate, jobs.len() as f64));

@@ -58,6 +58,6 @@ pub async fn get(
     Path(receipt_id): Path<String>,
 ) -> ApiResult<axum::Json<Receipt>> {
     let scope = caller.tenant(Permission::ReadDeletions, "read deletion receipts")?;
-    let receipt = app.store().receipts(&scope.tenant)?.into_iter().find(|r| r.id == receipt_id);
+    let receipt = app.store().receipt(&scope.tenant, &receipt_id)?;
     Ok(axum::Json(receipt.ok_or_else(|| Error::not_found("receipt"))?))
 }

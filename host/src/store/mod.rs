@@ -477,6 +477,7 @@ pub trait Store: Send + Sync + 'static {
     /// and the hashes of the user's deleted keys.
     async fn delete_user(&self, tenant: &str, user_id: &str, actor: Actor) -> Result<(Receipt, Vec<[u8; 32]>)>;
     fn receipts(&self, tenant: &str) -> Result<Vec<Receipt>>;
+    fn receipt(&self, tenant: &str, id: &str) -> Result<Option<Receipt>>;
     fn pending_erasures(&self) -> Result<Vec<PendingErasure>>;
     /// Remove the users of `subjects` from checkpoint file `dir/name` and write the
     /// file anew (blocking). Returns its new counts, or `None` when nothing matched.

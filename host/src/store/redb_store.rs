@@ -743,6 +743,13 @@ impl Store for RedbStore {
         decode_while(t.range((tenant, "")..).map_err(internal)?, |k| k.0 == tenant)
     }
 
+    fn receipt(&self, tenant: &str, id: &str) -> Result<Option<Receipt>> {
+        let txn = self.read()?;
+        let t = txn.open_table(RECEIPTS).map_err(internal)?;
+        let value = t.get((tenant, id)).map_err(internal)?;
+        value.map(|v| decode(v.value())).transpose()
+    }
+
     fn pending_erasures(&self) -> Result<Vec<PendingErasure>> {
         let txn = self.read()?;
         let t = txn.open_table(PENDING_ERASURES).map_err(internal)?;
