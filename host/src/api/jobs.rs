@@ -1,4 +1,5 @@
-//! Job routes: insert (one or a batch), read, list, history, and the actions.
+//! Job routes: insert (one or a batch), read, list, history, and the actions
+//! (complete also as a batch).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -62,6 +63,25 @@ pub struct BatchOutcome {
     pub results: Vec<BatchItem>,
 }
 
+impl BatchOutcome {
+    /// One item per result, in order: status `ok` with the job, or the problem.
+    fn from_results(results: impl IntoIterator<Item = Result<Job, Error>>, ok: u16) -> BatchOutcome {
+        let results: Vec<BatchItem> = results
+            .into_iter()
+            .enumerate()
+            .map(|(index, r)| match r {
+                Ok(job) => BatchItem { index, status: ok, job: Some(job), error: None },
+                Err(e) => {
+                    let problem = ApiError::from(e).problem();
+                    BatchItem { index, status: problem.status, job: None, error: Some(problem) }
+                }
+            })
+            .collect();
+        let accepted = results.iter().filter(|r| r.job.is_some()).count();
+        BatchOutcome { accepted, refused: results.len() - accepted, results }
+    }
+}
+
 /// Insert up to 1,000 jobs; each is accepted or refused on its own.
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchInput,
     responses((status = 200, body = BatchOutcome), (status = 422, body = Problem)))]
@@ -83,19 +103,8 @@ pub async fn insert_batch(
         .collect();
     let inputs: Vec<JobInput> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
     let mut stored = app.queue.insert(&scope.tenant, inputs, traceparent(&headers), &scope.actor).await?.into_iter();
-    let results: Vec<BatchItem> = parsed
-        .into_iter()
-        .enumerate()
-        .map(|(index, p)| match p.and_then(|_| stored.next().expect("one result per parsed job")) {
-            Ok(job) => BatchItem { index, status: 201, job: Some(job), error: None },
-            Err(e) => {
-                let problem = ApiError::from(e).problem();
-                BatchItem { index, status: problem.status, job: None, error: Some(problem) }
-            }
-        })
-        .collect();
-    let accepted = results.iter().filter(|r| r.job.is_some()).count();
-    Ok(axum::Json(BatchOutcome { accepted, refused: results.len() - accepted, results }))
+    let results = parsed.into_iter().map(|p| p.and_then(|_| stored.next().expect("one result per parsed job")));
+    Ok(axum::Json(BatchOutcome::from_results(results, 201)))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -244,6 +253,42 @@ pub async fn complete(
     Json(b): Json<TokenInput>,
 ) -> ApiResult<axum::Json<Job>> {
     act(&app, &caller, Permission::WorkJobs, job_uuid, Command::Complete { token: b.token }).await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionInput {
+    pub job_uuid: Uuid,
+    pub token: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBatchInput {
+    /// Up to 1,000 jobs, each completed (or refused) on its own.
+    pub jobs: Vec<CompletionInput>,
+}
+
+/// Finish up to 1,000 jobs in one request, each with its current lease token; each
+/// is judged and completed on its own, as by `/v1/jobs/{job_uuid}/complete`, and
+/// they share the writer's commits. Workers holding many jobs pay one round trip.
+#[utoipa::path(post, path = "/v1/jobs/batch/complete", tag = "work", request_body = CompleteBatchInput,
+    responses((status = 200, body = BatchOutcome), (status = 422, body = Problem)))]
+pub async fn complete_batch(
+    State(app): State<AppState>,
+    caller: Caller,
+    Json(batch): Json<CompleteBatchInput>,
+) -> ApiResult<axum::Json<BatchOutcome>> {
+    let scope = caller.tenant(Permission::WorkJobs, "work on jobs")?;
+    if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
+        return Err(Error::validation(format!("jobs: 1 to {MAX_BATCH} per batch")).into());
+    }
+    let completions = batch.jobs.into_iter().map(|c| {
+        let command = Command::Complete { token: c.token };
+        app.queue.act(&scope.tenant, c.job_uuid, command, &scope.actor)
+    });
+    let results = futures::future::join_all(completions).await;
+    Ok(axum::Json(BatchOutcome::from_results(results, 200)))
 }
 
 /// Hand the job back without spending an attempt (graceful worker shutdown).

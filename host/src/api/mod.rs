@@ -79,7 +79,10 @@ struct ApiDoc;
 
 /// The routes and their OpenAPI document.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let batch = OpenApiRouter::new().routes(routes!(jobs::insert_batch)).layer(DefaultBodyLimit::max(MAX_BATCH_BODY));
+    let batch = OpenApiRouter::new()
+        .routes(routes!(jobs::insert_batch))
+        .routes(routes!(jobs::complete_batch))
+        .layer(DefaultBodyLimit::max(MAX_BATCH_BODY));
     let uploads = OpenApiRouter::new()
         .routes(routes!(plugins::upload, plugins::list))
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BODY));

@@ -147,8 +147,8 @@ async fn batch_inserts(api: &Api, queue: &str, n: usize) -> f64 {
 }
 
 /// Claim and complete `n` jobs with `in_flight` jobs in flight: workers that each
-/// claim up to 10 jobs at a time and complete them concurrently; jobs/s and claim
-/// latencies.
+/// claim up to 10 jobs at a time and complete them in one batch request; jobs/s and
+/// claim latencies.
 async fn drain(api: &Api, queue: &str, n: usize, in_flight: usize) -> (f64, Latencies) {
     const PER_CLAIM: usize = 10;
     let done = Arc::new(AtomicUsize::new(0));
@@ -168,18 +168,13 @@ async fn drain(api: &Api, queue: &str, n: usize, in_flight: usize) -> (f64, Late
                         continue;
                     }
                     lat.push(t.elapsed());
-                    let mut completes = tokio::task::JoinSet::new();
-                    for job in jobs {
-                        let path = format!("/v1/jobs/{}/complete", job["job_uuid"].as_str().unwrap());
-                        let api = api.clone();
-                        completes
-                            .spawn(async move { api.post(&path, &json!({ "token": job["lease"]["token"] })).await });
-                    }
-                    while let Some(answer) = completes.join_next().await {
-                        let (status, body) = answer.expect("complete task");
-                        assert_eq!(status, 200, "complete: {body}");
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
+                    let completions: Vec<Value> = jobs
+                        .iter()
+                        .map(|j| json!({ "job_uuid": j["job_uuid"], "token": j["lease"]["token"] }))
+                        .collect();
+                    let (status, body) = api.post("/v1/jobs/batch/complete", &json!({ "jobs": completions })).await;
+                    assert!(status == 200 && body["refused"] == 0, "complete: {status} {}", body["results"]);
+                    done.fetch_add(jobs.len(), Ordering::Relaxed);
                 }
                 lat
             })

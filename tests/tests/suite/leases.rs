@@ -358,3 +358,79 @@ fn eight_workers_ten_thousand_jobs_one_winner_per_job() {
     assert!(deaths >= PERMANENT_DEATHS, "the killed-worker path ran");
     assert!(lost_total > 0 && rescued_jobs > 0, "the lease-lost path ran");
 }
+
+/// A batch of completes: each item is judged on its own (a stale token, another
+/// tenant's job and an unknown job are refused alone), and two workers racing to
+/// complete the same 200 jobs in batches complete each job exactly once.
+#[test]
+fn batch_completes_refuse_each_item_on_its_own_and_complete_each_job_once() {
+    let server = Server::start();
+    let t = server.tenant("acme");
+    let other = server.tenant("globex");
+    for _ in 0..4 {
+        t.producer.insert("q", json!({}));
+    }
+    let foreign = other.producer.insert("q", json!({}))["job_uuid"].clone();
+    let claimed = t.worker.claim("q", 4, 60_000);
+    assert_eq!(claimed.len(), 4);
+    let item = |job: &Value, token: u64| json!({ "job_uuid": job["job_uuid"], "token": token });
+    let token = |job: &Value| job["lease"]["token"].as_u64().unwrap();
+    let jobs = json!([
+        item(&claimed[0], token(&claimed[0])),
+        item(&claimed[1], token(&claimed[1]) + 1),
+        { "job_uuid": foreign, "token": 1 },
+        { "job_uuid": uuid::Uuid::new_v4(), "token": 1 },
+        item(&claimed[2], token(&claimed[2])),
+    ]);
+    let (status, out) = t.worker.post("/v1/jobs/batch/complete", json!({ "jobs": jobs }));
+    assert_eq!(status, 200, "{out}");
+    let outcome: Vec<(u64, &str)> = out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["status"].as_u64().unwrap(), r["error"]["code"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(outcome, [(200, ""), (409, "LEASE_LOST"), (404, "NOT_FOUND"), (404, "NOT_FOUND"), (200, "")]);
+    assert_eq!((out["accepted"].as_u64(), out["refused"].as_u64()), (Some(2), Some(3)));
+    assert_eq!(out["results"][0]["job"]["state"], "completed");
+    assert_eq!(t.worker.job(claimed[1]["job_uuid"].as_str().unwrap())["state"], "processing");
+    assert_eq!(other.worker.job(foreign.as_str().unwrap())["state"], "pending", "another tenant's job untouched");
+    let (status, body) = t.worker.post("/v1/jobs/batch/complete", json!({ "jobs": [] }));
+    assert_eq!((status, code(&body)), (422, "VALIDATION"), "an empty batch");
+    let too_many: Vec<Value> = (0..1001).map(|_| item(&claimed[3], token(&claimed[3]))).collect();
+    let (status, body) = t.worker.post("/v1/jobs/batch/complete", json!({ "jobs": too_many }));
+    assert_eq!((status, code(&body)), (422, "VALIDATION"), "at most 1,000 per batch");
+    let (status, body) = t.producer.post("/v1/jobs/batch/complete", json!({ "jobs": [item(&claimed[3], 1)] }));
+    assert_eq!((status, code(&body)), (403, "FORBIDDEN"), "producers do not work on jobs");
+
+    // The race: both workers send every lease of 200 jobs, in batches of 50.
+    for _ in 0..200 {
+        t.producer.insert("race", json!({}));
+    }
+    let leases: Vec<Value> = t.worker.claim("race", 200, 60_000).iter().map(|j| item(j, token(j))).collect();
+    assert_eq!(leases.len(), 200);
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            let (worker, leases) = (t.worker.clone(), leases.clone());
+            thread::spawn(move || {
+                let mut won = Vec::new();
+                for chunk in leases.chunks(50) {
+                    let (status, out) = worker.post("/v1/jobs/batch/complete", json!({ "jobs": chunk }));
+                    assert_eq!(status, 200, "{out}");
+                    for r in out["results"].as_array().unwrap() {
+                        match r["status"].as_u64() {
+                            Some(200) => won.push(r["job"]["job_uuid"].as_str().unwrap().to_owned()),
+                            _ => assert_eq!(r["error"]["code"], "LEASE_LOST", "the loser: {r}"),
+                        }
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut won: Vec<String> = racers.into_iter().flat_map(|r| r.join().unwrap()).collect();
+    won.sort();
+    let mut all: Vec<String> = leases.iter().map(|l| l["job_uuid"].as_str().unwrap().to_owned()).collect();
+    all.sort();
+    assert_eq!(won, all, "every job completed exactly once");
+}

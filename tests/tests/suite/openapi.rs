@@ -21,6 +21,7 @@ GET    /v1/jobs/{job_uuid}
 GET    /v1/jobs/{job_uuid}/history
 POST   /v1/jobs/{job_uuid}/heartbeat
 POST   /v1/jobs/{job_uuid}/complete
+POST   /v1/jobs/batch/complete
 POST   /v1/jobs/{job_uuid}/fail
 POST   /v1/jobs/{job_uuid}/release
 POST   /v1/jobs/{job_uuid}/retry
