@@ -442,33 +442,33 @@ impl QueueService {
         validate_command(&command)?;
         let name = command.action().name();
         let mut attempts = 0;
-        let mut queue: Option<String>;
+        let mut queue: Option<String> = None;
+        // Without a validator bound in the tenant nothing is judged, and the writer
+        // reads the job itself: no read before it.
+        let judged = self.plugins.binds_any(tenant, PluginKind::Validator);
         let result = loop {
             attempts += 1;
-            let job = match self.store.job(tenant, job_uuid)? {
-                Some(job) => job,
-                // A deleted job's worker learns its lease is gone, like any lost lease.
-                None if command.token().is_some() && self.store.was_deleted(tenant, job_uuid)? => {
-                    return Err(Error::lease_of_deleted_job());
+            let (expected_revision, judgement) = if judged {
+                let Some(job) = self.store.job(tenant, job_uuid)? else { break Err(Error::not_found("job")) };
+                queue = Some(job.queue.clone());
+                match judge::judge_command(&self.plugins, &job, &command).await {
+                    Ok(Decision::Proceed(None)) => (None, None),
+                    Ok(Decision::Proceed(Some(j))) => (Some(job.revision), Some(j)),
+                    Ok(Decision::Refuse(error, judgement)) => {
+                        let note = NoteRequest {
+                            tenant: tenant.to_owned(),
+                            job_uuid,
+                            action: format!("{name}_refused"),
+                            actor: actor.clone(),
+                            judgement,
+                        };
+                        self.store.note(vec![note]).await?;
+                        break Err(error);
+                    }
+                    Err(e) => break Err(e),
                 }
-                None => return Err(Error::not_found("job")),
-            };
-            queue = Some(job.queue.clone());
-            let (expected_revision, judgement) = match judge::judge_command(&self.plugins, &job, &command).await {
-                Ok(Decision::Proceed(None)) => (None, None),
-                Ok(Decision::Proceed(Some(j))) => (Some(job.revision), Some(j)),
-                Ok(Decision::Refuse(error, judgement)) => {
-                    let note = NoteRequest {
-                        tenant: tenant.to_owned(),
-                        job_uuid,
-                        action: format!("{name}_refused"),
-                        actor: actor.clone(),
-                        judgement,
-                    };
-                    self.store.note(vec![note]).await?;
-                    break Err(error);
-                }
-                Err(e) => break Err(e),
+            } else {
+                (None, None)
             };
             let request = TransitionRequest {
                 tenant: tenant.to_owned(),
@@ -483,6 +483,15 @@ impl QueueService {
                 other => break other,
             }
         };
+        if let Err(e) = &result
+            && e.code == Code::NotFound
+        {
+            // A deleted job's worker learns its lease is gone, like any lost lease.
+            if command.token().is_some() && self.store.was_deleted(tenant, job_uuid)? {
+                return Err(Error::lease_of_deleted_job());
+            }
+            return Err(Error::not_found("job"));
+        }
         match result {
             Ok(change) => {
                 self.after(&change, actor);
@@ -496,8 +505,15 @@ impl QueueService {
                     Code::LeaseLost => Some("LEASE_LOST"),
                     _ => None,
                 };
-                if let (Some(kind), Some(queue)) = (kind, &queue) {
-                    self.count_event(tenant, queue, kind);
+                if let Some(kind) = kind {
+                    // Refusals are rare: the job is read for its queue only here when unjudged.
+                    let queue = match queue {
+                        Some(queue) => Some(queue),
+                        None => self.store.job(tenant, job_uuid)?.map(|job| job.queue),
+                    };
+                    if let Some(queue) = queue {
+                        self.count_event(tenant, &queue, kind);
+                    }
                 }
                 Err(e)
             }

@@ -259,6 +259,11 @@ impl PluginHost {
             .cloned()
     }
 
+    /// Whether any plugin of `kind` is bound in `tenant`, to any queue or stage.
+    pub fn binds_any(&self, tenant: &str, kind: PluginKind) -> bool {
+        self.bindings.load().keys().any(|(t, _, k, _)| t == tenant && *k == kind)
+    }
+
     /// Run one call in a fresh sandbox, once a slot is free.
     async fn run<T>(&self, body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<T>) -> CallReport<T> {
         let _slot = self.slots.acquire().await.expect("the semaphore is never closed");

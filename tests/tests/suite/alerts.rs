@@ -187,3 +187,30 @@ fn thresholds_can_come_from_a_configuration_file() {
         alert(&t, "f:depth").filter(|a| a["state"] == "firing")
     });
 }
+
+/// Lost leases and illegal transitions count per queue even when no validator is
+/// bound (the host then reads the job only on refusal): their rates fire alerts.
+#[test]
+fn lost_leases_and_illegal_transitions_fire_their_rate_alerts() {
+    let server = Server::start();
+    let t = server.tenant("acme");
+    let rules = json!({ "alerts": {
+        "lease_lost_per_minute": { "fire_above": 1, "clear_below": 0 },
+        "illegal_transitions_per_minute": { "fire_above": 1, "clear_below": 0 },
+    } });
+    let (status, body) = t.tenant_admin.put("/v1/queues/r", rules);
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..2 {
+        t.producer.insert("r", json!({}));
+    }
+    for job in t.worker.claim("r", 2, 60_000) {
+        let (uuid, token) = (job["job_uuid"].as_str().unwrap(), job["lease"]["token"].as_u64().unwrap());
+        let (status, body) = t.worker.post(&format!("/v1/jobs/{uuid}/complete"), json!({ "token": token + 1 }));
+        assert_eq!((status, code(&body)), (409, "LEASE_LOST"));
+        let (status, body) = t.tenant_admin.post(&format!("/v1/jobs/{uuid}/retry"), json!({}));
+        assert_eq!((status, code(&body)), (409, "ILLEGAL_TRANSITION"), "{body}");
+    }
+    for id in ["r:lease_lost_per_minute", "r:illegal_transitions_per_minute"] {
+        wait_for(Duration::from_secs(10), id, || alert(&t, id).filter(|a| a["state"] == "firing"));
+    }
+}
