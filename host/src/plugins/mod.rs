@@ -24,7 +24,7 @@ pub use sandbox::{CallFailure, CallReport};
 /// An action a validator judges (the contract's own enum).
 pub use wit::types::Action;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -60,7 +60,14 @@ pub struct ActiveBinding {
 }
 
 type BindingKey = (String, String, PluginKind, Stage);
-type BindingMap = HashMap<BindingKey, Arc<ActiveBinding>>;
+
+/// The binding table, swapped whole: the bindings by key, and which (tenant, kind)
+/// have any, so an action can skip judging without scanning the bindings.
+#[derive(Default)]
+struct BindingTable {
+    by_key: HashMap<BindingKey, Arc<ActiveBinding>>,
+    kinds: HashSet<(String, PluginKind)>,
+}
 
 /// A validator's verdict on an action.
 pub enum Verdict {
@@ -82,7 +89,7 @@ pub struct PluginHost {
     compiler: Compiler,
     store: Arc<dyn JobStore>,
     loaded: DashMap<(String, String), Arc<LoadedPlugin>>,
-    bindings: ArcSwap<BindingMap>,
+    bindings: ArcSwap<BindingTable>,
     /// One permit per pooling-allocator slot: calls beyond them wait their turn.
     slots: tokio::sync::Semaphore,
     /// When the epoch ticker last ticked (ms since the epoch).
@@ -110,7 +117,7 @@ impl PluginHost {
             compiler,
             store,
             loaded: DashMap::new(),
-            bindings: ArcSwap::from_pointee(HashMap::new()),
+            bindings: ArcSwap::from_pointee(BindingTable::default()),
             slots: tokio::sync::Semaphore::new(limits.concurrent_calls as usize),
             last_tick_ms,
             limits,
@@ -234,7 +241,7 @@ impl PluginHost {
 
     /// Rebuild the binding table from the store and swap it in whole.
     pub fn refresh_bindings(&self) -> Result<()> {
-        let mut map = BindingMap::new();
+        let mut table = BindingTable::default();
         for binding in self.store.bindings(None)? {
             let Some(plugin) = self.loaded.get(&(binding.tenant.clone(), binding.plugin.clone())).map(|p| p.clone())
             else {
@@ -242,15 +249,16 @@ impl PluginHost {
                 continue;
             };
             let key = (binding.tenant.clone(), binding.queue.clone(), binding.kind, binding.stage);
-            map.insert(key, Arc::new(ActiveBinding { binding, plugin }));
+            table.kinds.insert((binding.tenant.clone(), binding.kind));
+            table.by_key.insert(key, Arc::new(ActiveBinding { binding, plugin }));
         }
-        self.bindings.store(Arc::new(map));
+        self.bindings.store(Arc::new(table));
         Ok(())
     }
 
     /// The binding that applies: the queue's own, else the tenant's `*`.
     pub fn bound(&self, tenant: &str, queue: &str, kind: PluginKind, stage: Stage) -> Option<Arc<ActiveBinding>> {
-        let map = self.bindings.load();
+        let map = &self.bindings.load().by_key;
         if map.is_empty() {
             return None;
         }
@@ -261,7 +269,7 @@ impl PluginHost {
 
     /// Whether any plugin of `kind` is bound in `tenant`, to any queue or stage.
     pub fn binds_any(&self, tenant: &str, kind: PluginKind) -> bool {
-        self.bindings.load().keys().any(|(t, _, k, _)| t == tenant && *k == kind)
+        self.bindings.load().kinds.contains(&(tenant.to_owned(), kind))
     }
 
     /// Run one call in a fresh sandbox, once a slot is free.
