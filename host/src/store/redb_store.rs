@@ -54,6 +54,23 @@ struct DataFile {
     cache_bytes: usize,
 }
 
+/// A read transaction with the database it reads. Dropping a redb `Database`
+/// closes its file under any read still open on it, and the eraser swaps in a
+/// rewritten file while reads run: each read keeps its own database alive.
+struct Reading {
+    // Declared first, so dropped before the database.
+    txn: ReadTransaction,
+    _db: Arc<Database>,
+}
+
+impl std::ops::Deref for Reading {
+    type Target = ReadTransaction;
+
+    fn deref(&self) -> &ReadTransaction {
+        &self.txn
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Error {
     Error::internal(format!("storage: {e}"))
 }
@@ -103,14 +120,16 @@ impl RedbStore {
         Ok(RedbStore { db, writer, file: None, syncs: Arc::default() })
     }
 
-    fn read(&self) -> Result<ReadTransaction> {
-        self.db.load().begin_read().map_err(internal)
+    fn read(&self) -> Result<Reading> {
+        let db = self.db.load_full();
+        let txn = db.begin_read().map_err(internal)?;
+        Ok(Reading { txn, _db: db })
     }
 
     /// Check that every index agrees with the job records (tests, after a crash).
     /// Returns the number of jobs checked, or the first disagreement found.
     pub fn check_consistency(&self) -> std::result::Result<u64, String> {
-        super::consistency::check(&self.read().map_err(|e| e.to_string())?)
+        super::consistency::check(&*self.read().map_err(|e| e.to_string())?)
     }
 
     async fn write<T, F>(&self, op: F) -> Result<T>
@@ -331,11 +350,11 @@ impl Store for RedbStore {
     }
 
     fn earliest_due(&self) -> Result<Option<DateTime<Utc>>> {
-        first_time(&self.read()?, DUE)
+        first_time(&*self.read()?, DUE)
     }
 
     fn export(&self, dir: &Dir, name: &str) -> Result<Vec<(JobState, u64)>> {
-        super::export::export(&self.db.load(), dir, name)
+        super::export::export(&self.db.load_full(), dir, name)
     }
 
     fn read_snapshot(&self, dir: &Dir, name: &str, scope: &RestoreScope) -> Result<Snapshot> {
@@ -450,11 +469,11 @@ impl Store for RedbStore {
     }
 
     fn earliest_stuck(&self) -> Result<Option<DateTime<Utc>>> {
-        first_time(&self.read()?, STUCK_DUE)
+        first_time(&*self.read()?, STUCK_DUE)
     }
 
     fn earliest_lease_expiry(&self) -> Result<Option<DateTime<Utc>>> {
-        first_time(&self.read()?, LEASES)
+        first_time(&*self.read()?, LEASES)
     }
 
     fn queue(&self, tenant: &str, name: &str) -> Result<Option<QueueView>> {
