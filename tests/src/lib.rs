@@ -86,6 +86,15 @@ impl Server {
             .collect()
     }
 
+    /// The log lines once `ready` holds for them: the server writes its log from a
+    /// logging thread, so a line may land a moment after the answer it belongs to.
+    pub fn log_lines_until(&self, what: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        wait_for(Duration::from_secs(10), what, || {
+            let lines = self.log_lines();
+            ready(&lines).then_some(lines)
+        })
+    }
+
     fn launch(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
         let listen = format!("127.0.0.1:{}", self.port);

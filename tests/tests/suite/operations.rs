@@ -51,11 +51,9 @@ fn paused_queues_hand_out_nothing_but_take_inserts_and_manual_actions() {
         "both jobs are handed out after resuming"
     );
 
-    let lines = server.log_lines();
-    let audit: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["target"] == "sluice::audit" && (l["action"] == "pause" || l["action"] == "resume"))
-        .collect();
+    let is_pause = |l: &&Value| l["target"] == "sluice::audit" && (l["action"] == "pause" || l["action"] == "resume");
+    let lines = server.log_lines_until("pause and resume lines", |lines| lines.iter().filter(is_pause).count() >= 2);
+    let audit: Vec<&Value> = lines.iter().filter(is_pause).collect();
     assert_eq!(audit.len(), 2, "every pause and resume is logged");
     assert!(audit.iter().all(|l| l["actor"].as_str().unwrap().contains("tenant-admin")), "with who did it");
 }

@@ -140,8 +140,9 @@ fn validators_veto_with_their_code_and_every_judgement_is_in_the_history() {
 
     // Each call is logged with tenant, digest, kind, outcome, duration and fuel; the
     // plugin's own output is not in the host's log.
-    let calls: Vec<Value> = server.log_lines().into_iter().filter(|l| l["message"] == "plugin call").collect();
-    assert!(calls.iter().any(|l| l["outcome"] == "rejected"));
+    let rejected = |l: &Value| l["message"] == "plugin call" && l["outcome"] == "rejected";
+    let lines = server.log_lines_until("the rejected call's line", |lines| lines.iter().any(rejected));
+    let calls: Vec<Value> = lines.into_iter().filter(|l| l["message"] == "plugin call").collect();
     for l in &calls {
         for field in ["tenant", "digest", "kind", "outcome", "duration_us", "fuel"] {
             assert!(!l[field].is_null(), "{field} in {l}");
@@ -353,12 +354,9 @@ fn a_looping_plugin_never_stops_another_tenant() {
         a_claims.iter().all(|(status, _, handed)| *status == 200 && *handed == 0),
         "A's claims are all vetoed (deferred)"
     );
-    let timeouts = server
-        .log_lines()
-        .into_iter()
-        .filter(|l| l["message"] == "plugin call" && l["tenant"] == "looper")
-        .collect::<Vec<_>>();
-    assert!(!timeouts.is_empty());
+    let looper_call = |l: &Value| l["message"] == "plugin call" && l["tenant"] == "looper";
+    let lines = server.log_lines_until("the looping plugin's calls", |lines| lines.iter().any(looper_call));
+    let timeouts = lines.into_iter().filter(looper_call).collect::<Vec<_>>();
     assert!(timeouts.iter().all(|l| l["code"] == "PLUGIN_TIMEOUT"), "every call of A's plugin ended in PLUGIN_TIMEOUT");
 }
 

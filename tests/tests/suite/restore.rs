@@ -135,8 +135,8 @@ fn restore_puts_a_tenants_jobs_back_and_keeps_the_rest() {
         events["events"].as_array().unwrap().iter().any(|e| e["action"] == "restore"),
         "the restore is in the history"
     );
-    let logged = server.log_lines().into_iter().any(|l| l["action"] == "restore" && l["target"] == "sluice::audit");
-    assert!(logged, "the restore is logged with its report");
+    let restore_line = |l: &Value| l["action"] == "restore" && l["target"] == "sluice::audit";
+    server.log_lines_until("the restore is logged with its report", |lines| lines.iter().any(restore_line));
     assert_eq!(b.producer.get("/v1/queues/q1").1["config"]["paused"], false);
     let (status, _) = admin.post(&format!("/v1/admin/checkpoints/{id}/restore"), json!({ "tenant": "nobody" }));
     assert_eq!(status, 404);
