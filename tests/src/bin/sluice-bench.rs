@@ -4,6 +4,7 @@
 //!
 //! Usage: cargo run --release -p sluice-tests --bin sluice-bench -- [--runs 3] [--n 20000]
 //!        [--no-peer] [--scale 0,100000,1000000]
+//! (`--runs 0 --scale ...` measures only the scaling, in one round.)
 //!
 //! Every job has a random UUIDv4 job_uuid and a ~60-byte JSON payload;
 //! authentication, quotas (set, not limiting), info-level JSON logs to a file and
@@ -508,11 +509,21 @@ fn main() {
             println!("| {key} | {:.2} |", med(key));
         }
     }
-    for stored in o.scale {
+    // Scaling: the store sizes in turn, `--runs` rounds (at least one), medians; each
+    // figure is also shown as a ratio to the first size's in the same rounds.
+    let mut scaled: Vec<Vec<Figures>> = vec![Vec::new(); o.scale.len()];
+    for round in 1..=o.runs.max(1) {
+        for (i, &stored) in o.scale.iter().enumerate() {
+            println!("scaling round {round}: {stored} jobs stored");
+            scaled[i].push(scaling_run(&rt, stored, o.n));
+        }
+    }
+    let scaled_median = |i: usize, key: &str| median(scaled[i].iter().map(|f| f[key]).collect());
+    for (i, stored) in o.scale.iter().enumerate() {
         println!();
-        println!("scaling: {stored} jobs stored");
-        for (k, v) in scaling_run(&rt, stored, o.n) {
-            println!("| {stored} stored | {k} | {v:.2} |");
+        for key in scaled[i].first().map(|f| f.keys().copied().collect::<Vec<_>>()).unwrap_or_default() {
+            let (here, base) = (scaled_median(i, key), scaled_median(0, key));
+            println!("| {stored} stored | {key} | {here:.2} | {:+.0} % |", (here / base - 1.0) * 100.0);
         }
     }
 }

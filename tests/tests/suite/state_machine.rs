@@ -156,7 +156,8 @@ fn http_api_follows_the_state_table() {
     // Illegal moves are logged.
     let expected = rows.iter().filter(|r| r.expected == "ILLEGAL_TRANSITION").count();
     let is_refusal = |l: &&Value| l["message"] == "action refused" && l["code"] == "ILLEGAL_TRANSITION";
-    let lines = server.log_lines_until("the refusals' lines", |lines| lines.iter().filter(is_refusal).count() >= expected);
+    let lines =
+        server.log_lines_until("the refusals' lines", |lines| lines.iter().filter(is_refusal).count() >= expected);
     let refused = lines.iter().filter(is_refusal).count();
     assert_eq!(refused, expected, "every illegal transition is logged once");
 }
