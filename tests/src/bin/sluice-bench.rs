@@ -276,6 +276,53 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 type Figures = BTreeMap<&'static str, f64>;
 
+/// The server's CPU time (user and system) per job over one row, for the whole
+/// process and for its writer thread: steadier than jobs/s on a shared machine,
+/// and it says which side a change made cheaper.
+struct CpuMeter {
+    pid: u32,
+    start: (f64, f64),
+}
+
+impl CpuMeter {
+    fn start(pid: u32) -> CpuMeter {
+        CpuMeter { pid, start: server_cpu_seconds(pid) }
+    }
+
+    /// (server, writer) CPU microseconds per job since `start`.
+    fn per_job(&self, jobs: usize) -> (f64, f64) {
+        let (process, writer) = server_cpu_seconds(self.pid);
+        let per = |now: f64, then: f64| (now - then) * 1e6 / jobs as f64;
+        (per(process, self.start.0), per(writer, self.start.1))
+    }
+}
+
+/// CPU seconds used so far by the process (its threads, live and ended) and by the
+/// thread named `sluice-writer`. `/proc` counts in USER_HZ, 100 per second on Linux.
+fn server_cpu_seconds(pid: u32) -> (f64, f64) {
+    let ticks = |stat: &str| -> f64 {
+        // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+        (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+    };
+    let process = ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default());
+    let writer = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "sluice-writer"))
+        .map_or(0.0, |task| ticks(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default()));
+    (process, writer)
+}
+
+/// Record the CPU per job (server, writer) of the row `meter` watched.
+fn record_cpu(f: &mut Figures, meter: CpuMeter, jobs: usize, labels: [&'static str; 2]) {
+    let (server, writer) = meter.per_job(jobs);
+    f.insert(labels[0], server);
+    f.insert(labels[1], writer);
+}
+
 /// One Sluice run: every row, then kill -9, restart and recount.
 fn sluice_run(rt: &tokio::runtime::Runtime, n: usize) -> Figures {
     let mut f = Figures::new();
@@ -285,21 +332,30 @@ fn sluice_run(rt: &tokio::runtime::Runtime, n: usize) -> Figures {
     let plug_producer = Api::new(&t.server.url, &sync_tenant.producer.key);
     let plug_worker = Api::new(&t.server.url, &sync_tenant.worker.key);
     let mut acknowledged = 0usize;
+    let pid = t.server.pid();
     rt.block_on(async {
+        let meter = CpuMeter::start(pid);
         let (rate, mut lat) = single_inserts(&t.producer, "single", n, CLIENTS).await;
+        record_cpu(&mut f, meter, n, ["server CPU µs/job, single inserts", "writer CPU µs/job, single inserts"]);
         f.insert("single inserts/s", rate);
         f.insert("insert p50 ms (50 clients)", lat.quantile(0.5));
         f.insert("insert p99 ms (50 clients)", lat.quantile(0.99));
         f.insert("batch inserts/s", batch_inserts(&t.producer, "batch", n).await);
         acknowledged += 2 * n;
+        let meter = CpuMeter::start(pid);
         let (rate, mut lat) = drain(&t.worker, "single", n, CLIENTS).await;
+        record_cpu(&mut f, meter, n, ["server CPU µs/job, drain", "writer CPU µs/job, drain"]);
         f.insert("drain jobs/s", rate);
         f.insert("claim p50 ms (drain)", lat.quantile(0.5));
         f.insert("claim p99 ms (drain)", lat.quantile(0.99));
+        let meter = CpuMeter::start(pid);
         let (rate, _) = single_inserts(&plug_producer, "plug", n, CLIENTS).await;
+        record_cpu(&mut f, meter, n, ["server CPU µs/job, inserts, tagger on", "writer CPU µs/job, inserts, tagger on"]);
         f.insert("single inserts/s, tagger on", rate);
         acknowledged += n;
+        let meter = CpuMeter::start(pid);
         let (rate, _) = drain(&plug_worker, "plug", n, CLIENTS).await;
+        record_cpu(&mut f, meter, n, ["server CPU µs/job, drain, validator on", "writer CPU µs/job, drain, validator on"]);
         f.insert("drain jobs/s, validator on", rate);
         let (rate, mut ins, mut claim) = mixed(&t.producer, &t.worker, "mixed", n).await;
         f.insert("mixed jobs/s", rate);

@@ -117,7 +117,9 @@ fn restore_puts_a_tenants_jobs_back_and_keeps_the_rest() {
         let job = &now[uuid];
         assert_eq!(comparable(job), comparable(then), "job {uuid} is back as it was");
         assert!(job["revision"].as_u64() > then["revision"].as_u64(), "revision moved forward");
-        assert!(job["updated_at"].as_str() > then["updated_at"].as_str(), "updated_at moved forward");
+        // Compared as instants: RFC 3339 text omits a zero fraction, so "…:05Z" sorts after "…:05.3Z".
+        let at = |j: &Value| chrono::DateTime::parse_from_rfc3339(j["updated_at"].as_str().unwrap()).unwrap();
+        assert!(at(job) > at(then), "updated_at moved forward: {} then, {} now", then["updated_at"], job["updated_at"]);
         if !then["lease"].is_null() {
             assert!(job["lease"]["token"].as_u64() > then["lease"]["token"].as_u64(), "lease token moved forward");
         }
