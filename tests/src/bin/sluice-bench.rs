@@ -98,9 +98,9 @@ impl Api {
     }
 }
 
-/// The jobs `from..to` as request bodies, encoded before the clock starts.
-fn encoded_jobs(queue: &str, from: usize, to: usize) -> Vec<Vec<u8>> {
-    (from..to).map(|i| serde_json::to_vec(&job(queue, i)).expect("job")).collect()
+/// Jobs `0..n` as request bodies, encoded before the clock starts.
+fn encoded_jobs(queue: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| serde_json::to_vec(&job(queue, i)).expect("job")).collect()
 }
 
 fn job(queue: &str, i: usize) -> Value {
@@ -131,7 +131,7 @@ impl Latencies {
 /// Insert `n` jobs one per request from `clients` concurrent callers; jobs/s and latencies.
 async fn single_inserts(api: &Api, queue: &str, n: usize, clients: usize) -> (f64, Latencies) {
     let next = Arc::new(AtomicUsize::new(0));
-    let bodies = Arc::new(std::sync::Mutex::new(encoded_jobs(queue, 0, n)));
+    let bodies = Arc::new(std::sync::Mutex::new(encoded_jobs(queue, n)));
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
