@@ -350,12 +350,22 @@ fn sluice_run(rt: &tokio::runtime::Runtime, n: usize) -> Figures {
         f.insert("claim p99 ms (drain)", lat.quantile(0.99));
         let meter = CpuMeter::start(pid);
         let (rate, _) = single_inserts(&plug_producer, "plug", n, CLIENTS).await;
-        record_cpu(&mut f, meter, n, ["server CPU µs/job, inserts, tagger on", "writer CPU µs/job, inserts, tagger on"]);
+        record_cpu(
+            &mut f,
+            meter,
+            n,
+            ["server CPU µs/job, inserts, tagger on", "writer CPU µs/job, inserts, tagger on"],
+        );
         f.insert("single inserts/s, tagger on", rate);
         acknowledged += n;
         let meter = CpuMeter::start(pid);
         let (rate, _) = drain(&plug_worker, "plug", n, CLIENTS).await;
-        record_cpu(&mut f, meter, n, ["server CPU µs/job, drain, validator on", "writer CPU µs/job, drain, validator on"]);
+        record_cpu(
+            &mut f,
+            meter,
+            n,
+            ["server CPU µs/job, drain, validator on", "writer CPU µs/job, drain, validator on"],
+        );
         f.insert("drain jobs/s, validator on", rate);
         let (rate, mut ins, mut claim) = mixed(&t.producer, &t.worker, "mixed", n).await;
         f.insert("mixed jobs/s", rate);
