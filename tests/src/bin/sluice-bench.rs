@@ -131,7 +131,7 @@ impl Latencies {
 /// Insert `n` jobs one per request from `clients` concurrent callers; jobs/s and latencies.
 async fn single_inserts(api: &Api, queue: &str, n: usize, clients: usize) -> (f64, Latencies) {
     let next = Arc::new(AtomicUsize::new(0));
-    let bodies = Arc::new(std::sync::Mutex::new(encoded_jobs(queue, n)));
+    let bodies = Arc::new(encoded_jobs(queue, n));
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
@@ -143,7 +143,7 @@ async fn single_inserts(api: &Api, queue: &str, n: usize, clients: usize) -> (f6
                     if i >= n {
                         return lat;
                     }
-                    let body = std::mem::take(&mut bodies.lock().unwrap()[i]);
+                    let body = bodies[i].clone();
                     let t = Instant::now();
                     let (status, answer) = api.post_encoded("/v1/jobs", body).await;
                     assert_eq!(status, 201, "insert: {}", String::from_utf8_lossy(&answer));

@@ -27,10 +27,9 @@ fn a_jobs_whole_life_is_in_the_log() {
     let (status, _) = t.worker.post(&format!("/v1/jobs/{uuid}/complete"), json!({ "token": token }));
     assert_eq!(status, 409);
 
-    let lines: Vec<Value> = wait_for(Duration::from_secs(5), "log lines", || {
-        let lines: Vec<Value> = server.log_lines().into_iter().filter(|l| l["job_uuid"] == uuid.as_str()).collect();
-        (lines.len() >= 7).then_some(lines)
-    });
+    let of_job = |l: &&Value| l["job_uuid"] == uuid.as_str();
+    let all = server.log_lines_until("the job's log lines", |lines| lines.iter().filter(of_job).count() >= 7);
+    let lines: Vec<&Value> = all.iter().filter(of_job).collect();
     let steps: Vec<(String, String, String)> = lines
         .iter()
         .map(|l| {
