@@ -52,6 +52,7 @@ pub fn quota_refusal(tenant: &str, error: &crate::error::Error) {
 pub fn writer(stats: &WriterStats) {
     metrics::gauge!("sluice_writer_requests").set(stats.requests as f64);
     metrics::gauge!("sluice_writer_commits").set(stats.commits as f64);
+    metrics::gauge!("sluice_writer_folds").set(stats.folds as f64);
     metrics::gauge!("sluice_writer_fsyncs").set(stats.syncs as f64);
     metrics::gauge!("sluice_writer_largest_batch").set(stats.largest_batch as f64);
     metrics::gauge!("sluice_writer_queued_requests").set(stats.queued as f64);

@@ -141,6 +141,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     for handle in loops {
         let _ = handle.await;
     }
+    if let Err(e) = store.fold_journal().await {
+        tracing::error!(target: "sluice::server", error = %e, "the journal could not be folded into the database file; the next start replays it");
+    }
     if let Some(reason) = store.writer_stats().failure {
         anyhow::bail!("storage failed ({reason}); restart sluice to recover from the last durable commit");
     }

@@ -1,11 +1,12 @@
 //! Power loss through the real group-commit writer.
 //!
-//! A `PowerLossBackend` keeps two images of the data file: the volatile one (what the
-//! OS cache holds) and the durable one (what survived on disk). Writes and `set_len`
-//! only change the volatile image; `sync_data` makes everything written so far
-//! durable. Every mutating operation (write, set_len, sync) is counted; at a seeded
-//! operation number the power goes: that operation and every later one (reads too)
-//! fails, and nothing more reaches the durable image.
+//! A `Disk` holds the store's two files, the database and its journal, each as two
+//! images: the volatile one (what the OS cache holds) and the durable one (what
+//! survived on disk). Writes and `set_len` only change the volatile image; a file's
+//! `sync_data` makes everything written to that file so far durable. Every mutating
+//! operation (write, set_len, sync) on either file is counted; at a seeded operation
+//! number the power goes: that operation and every later one (reads too) fails, and
+//! nothing more reaches the durable images.
 //!
 //! For each seed a workload of concurrent inserts, claims, completes, fails, releases,
 //! duplicate completes and scheduler passes runs from several tokio tasks through
@@ -125,6 +126,9 @@ struct CrashPlan {
     /// Negative control only: every second sync returns Ok without making anything
     /// durable (a disk that lies about fsync), so acknowledged work can be lost.
     lying_sync: bool,
+    /// Fold the journal into the database file whenever it holds this many bytes
+    /// (`None`: the default policy, which a short workload never reaches).
+    fold_bytes: Option<u64>,
 }
 
 enum Mutation {
@@ -146,14 +150,19 @@ fn apply(image: &mut Vec<u8>, m: &Mutation) {
     }
 }
 
+/// The two files of a store: the database and its journal.
+const FILES: usize = 2;
+const DATABASE: usize = 0;
+const JOURNAL: usize = 1;
+
 #[derive(Default)]
 struct Disk {
-    volatile: Vec<u8>,
-    durable: Vec<u8>,
-    /// Mutations since the last sync, in order: a sync replays them onto `durable`
-    /// (cheaper than copying the whole volatile image every time).
-    unsynced: Vec<Mutation>,
-    /// Mutating operations attempted so far (writes, set_len, syncs).
+    volatile: [Vec<u8>; FILES],
+    durable: [Vec<u8>; FILES],
+    /// Mutations since the last sync of their file, in order: a sync replays that
+    /// file's onto `durable` (cheaper than copying the whole volatile image every time).
+    unsynced: Vec<(usize, Mutation)>,
+    /// Mutating operations attempted so far (writes, set_len, syncs), on both files.
     ops: u64,
     writes: u64,
     syncs: u64,
@@ -168,8 +177,8 @@ fn power_off() -> io::Error {
 }
 
 impl Disk {
-    fn from_image(image: Vec<u8>) -> Disk {
-        Disk { volatile: image.clone(), durable: image, ..Disk::default() }
+    fn from_images(images: [Vec<u8>; FILES]) -> Disk {
+        Disk { volatile: images.clone(), durable: images, ..Disk::default() }
     }
 
     /// Account for one mutating operation; fail it if the power is (now) off.
@@ -204,29 +213,43 @@ impl Disk {
         let unsynced = std::mem::take(&mut self.unsynced);
         if let Some((seed, percent)) = self.plan.torn {
             let mut rng = Rng::new(seed);
-            for m in &unsynced {
+            for (file, m) in &unsynced {
                 if rng.below(100) < percent {
-                    apply(&mut self.durable, m);
+                    apply(&mut self.durable[*file], m);
                     self.torn_applied += 1;
                 }
             }
         }
     }
+
+    /// What survived, database and journal.
+    fn durable_images(&self) -> [Vec<u8>; FILES] {
+        self.durable.clone()
+    }
 }
 
+/// One file on the disk that loses power.
 #[derive(Clone)]
 struct PowerLossBackend {
     disk: Arc<Mutex<Disk>>,
+    file: usize,
 }
 
 impl PowerLossBackend {
+    /// The database file of a new disk.
     fn new(plan: CrashPlan) -> PowerLossBackend {
-        PowerLossBackend { disk: Arc::new(Mutex::new(Disk { plan, ..Disk::default() })) }
+        PowerLossBackend { disk: Arc::new(Mutex::new(Disk { plan, ..Disk::default() })), file: DATABASE }
     }
 
-    /// A machine booting on what survived: both images are the durable one.
-    fn from_image(image: Vec<u8>) -> PowerLossBackend {
-        PowerLossBackend { disk: Arc::new(Mutex::new(Disk::from_image(image))) }
+    /// A machine booting on what survived: both images are the durable one. Returns
+    /// the database file.
+    fn from_images(images: [Vec<u8>; FILES]) -> PowerLossBackend {
+        PowerLossBackend { disk: Arc::new(Mutex::new(Disk::from_images(images))), file: DATABASE }
+    }
+
+    /// The journal beside this database file, on the same disk.
+    fn journal(&self) -> PowerLossBackend {
+        PowerLossBackend { disk: self.disk.clone(), file: JOURNAL }
     }
 
     fn lock(&self) -> MutexGuard<'_, Disk> {
@@ -234,12 +257,22 @@ impl PowerLossBackend {
     }
 }
 
+/// Open the store on the database and journal of one disk.
+fn open_store(backend: &PowerLossBackend, fold_bytes: Option<u64>) -> anyhow::Result<RedbStore> {
+    let mut options = StoreOptions::default();
+    if let Some(bytes) = fold_bytes {
+        options.fold.bytes = bytes;
+    }
+    RedbStore::open_backend(backend.clone(), backend.journal(), &options)
+}
+
 impl fmt::Debug for PowerLossBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.lock();
         f.debug_struct("PowerLossBackend")
-            .field("volatile_len", &d.volatile.len())
-            .field("durable_len", &d.durable.len())
+            .field("file", &self.file)
+            .field("volatile_len", &d.volatile[self.file].len())
+            .field("durable_len", &d.durable[self.file].len())
             .field("ops", &d.ops)
             .field("crashed", &d.crashed)
             .finish()
@@ -252,7 +285,7 @@ impl StorageBackend for PowerLossBackend {
         if d.crashed.is_some() {
             return Err(power_off());
         }
-        Ok(d.volatile.len() as u64)
+        Ok(d.volatile[self.file].len() as u64)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
@@ -261,8 +294,7 @@ impl StorageBackend for PowerLossBackend {
             return Err(power_off());
         }
         let start = offset as usize;
-        let source = d
-            .volatile
+        let source = d.volatile[self.file]
             .get(start..start + out.len())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "read past the end"))?;
         out.copy_from_slice(source);
@@ -273,8 +305,8 @@ impl StorageBackend for PowerLossBackend {
         let mut d = self.lock();
         d.mutate(OpKind::SetLen)?;
         let m = Mutation::SetLen(len);
-        apply(&mut d.volatile, &m);
-        d.unsynced.push(m);
+        apply(&mut d.volatile[self.file], &m);
+        d.unsynced.push((self.file, m));
         Ok(())
     }
 
@@ -285,9 +317,12 @@ impl StorageBackend for PowerLossBackend {
             return Ok(());
         }
         let Disk { durable, unsynced, .. } = &mut *d;
-        for m in unsynced.drain(..) {
-            apply(durable, &m);
-        }
+        unsynced.retain(|(file, m)| {
+            if *file == self.file {
+                apply(&mut durable[*file], m);
+            }
+            *file != self.file
+        });
         Ok(())
     }
 
@@ -295,8 +330,8 @@ impl StorageBackend for PowerLossBackend {
         let mut d = self.lock();
         d.mutate(OpKind::Write)?;
         let m = Mutation::Write { offset, data: data.to_vec() };
-        apply(&mut d.volatile, &m);
-        d.unsynced.push(m);
+        apply(&mut d.volatile[self.file], &m);
+        d.unsynced.push((self.file, m));
         Ok(())
     }
 }
@@ -873,8 +908,11 @@ struct Outcome {
     half_created: bool,
     /// The writer's commits and largest batch before the crash.
     commits: u64,
+    folds: u64,
     largest_batch: u64,
     durable_len: usize,
+    /// The surviving journal held batches: reopening replayed them.
+    journal_replayed: bool,
     checked: Checked,
     acked_requests: u64,
     acked_refusals: u64,
@@ -885,8 +923,8 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
     let c: Shared = Arc::new(Mutex::new(Client::default()));
     let tenant = format!("tenant-{seed}");
     let (mut ops_after_open, mut syncs_after_open) = (0, 0);
-    let (mut commits, mut largest_batch) = (0, 0);
-    let opened = match RedbStore::open_backend(backend.clone(), &StoreOptions::default()) {
+    let (mut commits, mut folds, mut largest_batch) = (0, 0, 0);
+    let opened = match open_store(&backend, plan.fold_bytes) {
         Ok(store) => {
             {
                 let d = backend.lock();
@@ -904,7 +942,7 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
             // while the store is still open, so no clean shutdown reaches the disk.
             backend.lock().cut_power();
             let stats = store.writer_stats();
-            (commits, largest_batch) = (stats.commits, stats.largest_batch);
+            (commits, folds, largest_batch) = (stats.commits, stats.folds, stats.largest_batch);
             drop(store);
             true
         }
@@ -913,10 +951,13 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
             false
         }
     };
-    let (image, crash, ops_total, syncs_total, torn_applied) = {
+    let (images, crash, ops_total, syncs_total, torn_applied) = {
         let d = backend.lock();
-        (d.durable.clone(), d.crashed.expect("power is off"), d.ops, d.syncs, d.torn_applied)
+        (d.durable_images(), d.crashed.expect("power is off"), d.ops, d.syncs, d.torn_applied)
     };
+    let image = &images[DATABASE];
+    // A journal record starts with its (non-zero) length; the file's zeros are unused space.
+    let journal_replayed = images[JOURNAL].get(..4).is_some_and(|len| len != [0; 4]);
     let cl = client(&c);
     let fail = |e: String| {
         format!(
@@ -939,7 +980,7 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
         && !image.starts_with(b"redb")
         && std::env::var_os("POWER_LOSS_STRICT_CREATE").is_none()
     {
-        let refused = RedbStore::open_backend(PowerLossBackend::from_image(image.clone()), &StoreOptions::default());
+        let refused = open_store(&PowerLossBackend::from_images(images.clone()), None);
         match refused {
             Err(e) if format!("{e:#}").contains("magic number") => {
                 return Ok(Outcome {
@@ -952,8 +993,10 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
                     opened,
                     half_created: true,
                     commits,
+                    folds,
                     largest_batch,
                     durable_len: image.len(),
+                    journal_replayed,
                     checked: Checked::default(),
                     acked_requests: cl.acked_requests,
                     acked_refusals: cl.acked_refusals,
@@ -969,7 +1012,7 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
     // redb's own view of the surviving file.
     {
         let mut db = redb::Builder::new()
-            .create_with_backend(PowerLossBackend::from_image(image.clone()))
+            .create_with_backend(PowerLossBackend::from_images(images.clone()))
             .map_err(|e| fail(format!("redb cannot open the durable image ({} bytes): {e}", image.len())))?;
         match db.check_integrity() {
             Ok(true) => {}
@@ -978,7 +1021,7 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
         }
     }
 
-    let store = RedbStore::open_backend(PowerLossBackend::from_image(image.clone()), &StoreOptions::default())
+    let store = open_store(&PowerLossBackend::from_images(images.clone()), None)
         .map_err(|e| fail(format!("the store cannot open the durable image ({} bytes): {e:#}", image.len())))?;
     let checked = verify(&store, &cl, &tenant, rt).map_err(fail)?;
     Ok(Outcome {
@@ -991,8 +1034,10 @@ fn run_seed(rt: &tokio::runtime::Runtime, seed: u64, budget: u64, plan: CrashPla
         opened,
         half_created: false,
         commits,
+        folds,
         largest_batch,
         durable_len: image.len(),
+        journal_replayed,
         checked,
         acked_requests: cl.acked_requests,
         acked_refusals: cl.acked_refusals,
@@ -1040,6 +1085,10 @@ fn plan_of(seed: u64, budget: u64, cal: &Calibration) -> CrashPlan {
             p
         }
     };
+    // One seed in two folds the journal every few batches, so crashes also land in folds.
+    if (seed / 3) % 2 == 1 {
+        plan.fold_bytes = Some(rng.range(200, 4000));
+    }
     if let Some(n) = env_u64("POWER_LOSS_CRASH_AT") {
         plan.at_op = Some(n);
         plan.at_sync = None;
@@ -1087,7 +1136,7 @@ fn acknowledged_writes_survive_power_loss() {
     let mut hit_kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut max_image = 0;
     let mut half_created = 0u64;
-    let (mut commits, mut largest_batch) = (0u64, 0u64);
+    let (mut commits, mut folds, mut largest_batch, mut replayed) = (0u64, 0u64, 0u64, 0u64);
     for &seed in &seeds {
         let budget = budget_of(seed);
         let plan = plan_of(seed, budget, &cal);
@@ -1107,6 +1156,8 @@ fn acknowledged_writes_survive_power_loss() {
                 max_image = max_image.max(out.durable_len);
                 half_created += out.half_created as u64;
                 commits += out.commits;
+                folds += out.folds;
+                replayed += out.journal_replayed as u64;
                 largest_batch = largest_batch.max(out.largest_batch);
                 if plan.torn.is_some() {
                     torn_seeds += 1;
@@ -1133,7 +1184,7 @@ fn acknowledged_writes_survive_power_loss() {
     }
     println!(
         "power loss: {} seeds run, {} failed; {} acknowledged requests checked ({} job acknowledgements, {} refusals) \
-         in {} commits (largest batch {}); \
+         in {} commits (largest batch {}) and {} folds; {} recoveries replayed a journal; \
          {} jobs recovered, {} with durable but unacknowledged changes; crash points hit: {} during open, \
          {} during the workload, {} power cuts after it; crashed ops by kind {:?}; {} seeds with torn unsynced writes \
          ({} writes reached the disk); {} half-created files refused by redb (no acknowledged work); largest durable image {} KiB; {:.1} s",
@@ -1144,6 +1195,8 @@ fn acknowledged_writes_survive_power_loss() {
         refusals,
         commits,
         largest_batch,
+        folds,
+        replayed,
         recovered,
         unacked_durable,
         hit_open,
@@ -1157,6 +1210,9 @@ fn acknowledged_writes_survive_power_loss() {
         started.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{} of {} seeds failed:\n{}", failures.len(), seeds.len(), failures.join("\n"));
+    if seeds.len() > 1 {
+        assert!(folds > 0 && replayed > 0, "the seeds must exercise folds ({folds}) and journal replays ({replayed})");
+    }
 
     // Negative control: the same checks must notice lost acknowledged work when the disk
     // lies about fsync.

@@ -19,9 +19,12 @@ const PLUGIN_TICK_STALE: std::time::Duration = std::time::Duration::from_secs(2)
 pub struct WriterHealth {
     /// Write requests applied since start.
     pub requests: u64,
-    /// Durable commits since start (group commit: far fewer than requests under load).
+    /// Batches made durable since start (group commit: far fewer than requests under
+    /// load), each journaled or folded before it answers.
     pub commits: u64,
-    /// fsyncs of the database file since start (each commit syncs before it answers).
+    /// Durable commits of the database file that emptied the journal.
+    pub folds: u64,
+    /// fsyncs of the database file and its journal since start.
     pub fsyncs: u64,
     pub largest_batch: u64,
     /// Requests waiting for the writer.
@@ -54,7 +57,7 @@ pub struct Health {
 #[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> (StatusCode, axum::Json<Health>) {
     let store = app.store();
-    let WriterStats { requests, commits, syncs, largest_batch, queued, failure } = store.writer_stats();
+    let WriterStats { requests, commits, folds, syncs, largest_batch, queued, failure } = store.writer_stats();
     let counts = store.counts();
     let paused = store.host_paused();
     let stalled = app.loops.stalled();
@@ -102,7 +105,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, axum::Json<Heal
         ready,
         checks,
         paused: paused.unwrap_or(false),
-        writer: WriterHealth { requests, commits, fsyncs: syncs, largest_batch, queued },
+        writer: WriterHealth { requests, commits, folds, fsyncs: syncs, largest_batch, queued },
         jobs,
     };
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(health))

@@ -23,7 +23,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::maintenance::MaintenanceConfig;
 use crate::plugins::{PluginLimits, compile_stdin_to_stdout};
 use crate::server::{ServeConfig, serve};
-use crate::store::StoreOptions;
+use crate::store::{FoldPolicy, StoreOptions};
 pub use client::{CliError, Client};
 use output::Output;
 
@@ -154,6 +154,12 @@ struct ServeArgs {
     /// redb page cache, in MiB.
     #[arg(long, default_value_t = 64)]
     cache_mib: usize,
+    /// Fold the journal into the database file once it holds this many MiB ...
+    #[arg(long, default_value_t = 64)]
+    fold_mib: u64,
+    /// ... or at the first write this long after the last fold.
+    #[arg(long, default_value_t = 10_000)]
+    fold_interval_ms: u64,
     /// How often the rescuer looks for expired leases, in ms.
     #[arg(long, default_value_t = 250)]
     rescue_interval_ms: u64,
@@ -276,7 +282,13 @@ fn run_server(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
     let config = ServeConfig {
         data_dir: args.data,
         listen: args.listen,
-        store: StoreOptions { cache_bytes: args.cache_mib << 20 },
+        store: StoreOptions {
+            cache_bytes: args.cache_mib << 20,
+            fold: FoldPolicy {
+                bytes: args.fold_mib << 20,
+                interval: std::time::Duration::from_millis(args.fold_interval_ms),
+            },
+        },
         maintenance: MaintenanceConfig {
             rescue_interval: std::time::Duration::from_millis(args.rescue_interval_ms),
             schedule_interval: std::time::Duration::from_millis(args.schedule_interval_ms),

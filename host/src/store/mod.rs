@@ -9,6 +9,7 @@ mod codec;
 mod consistency;
 mod counted_file;
 mod export;
+mod journal;
 mod plugin_ops;
 mod privacy_ops;
 mod redb_store;
@@ -19,7 +20,7 @@ mod writer;
 
 pub use redb_store::{RedbStore, StoreOptions};
 pub use tables::SCHEMA_VERSION;
-pub use writer::WriterStats;
+pub use writer::{FoldPolicy, WriterStats};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -497,5 +498,8 @@ pub trait Store: Send + Sync + 'static {
     /// Audit events after `after`, oldest first; `tenant` filters to one tenant's.
     fn audit_events(&self, tenant: Option<&str>, after: u64, limit: usize) -> Result<AuditPage>;
 
+    /// Fold the journal into the database file, so a restart has nothing to replay
+    /// (at shutdown).
+    async fn fold_journal(&self) -> Result<()>;
     fn writer_stats(&self) -> WriterStats;
 }

@@ -14,9 +14,10 @@ use uuid::Uuid;
 
 use super::codec::decode;
 use super::counted_file::CountedFile;
+use super::journal::Journal;
 use super::privacy_ops;
 use super::tables::*;
-use super::writer::{OpError, SharedDb, WriteCtx, Writer, WriterStats};
+use super::writer::{FoldPolicy, Log, OpError, SharedDb, WriteCtx, Writer, WriterStats};
 use super::{
     AuditPage, Change, ClaimRequest, Claimed, CountRow, InsertCaps, JobFilter, JobPage, NewJob, NoteRequest,
     PauseScope, PendingErasure, PluginCaps, Promoted, QueueView, Store, TransitionRequest, Usage,
@@ -31,11 +32,13 @@ use crate::model::*;
 pub struct StoreOptions {
     /// redb page cache in bytes. Default 64 MiB.
     pub cache_bytes: usize,
+    /// When the journal is folded into the database file.
+    pub fold: FoldPolicy,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_bytes: 64 << 20 }
+        StoreOptions { cache_bytes: 64 << 20, fold: FoldPolicy::default() }
     }
 }
 
@@ -76,7 +79,8 @@ fn internal(e: impl std::fmt::Display) -> Error {
 }
 
 impl RedbStore {
-    /// Open the database file `name` in the data folder, creating it if missing.
+    /// Open the database file `name` in the data folder, creating it if missing, with
+    /// its journal beside it (`name` with the extension `journal`).
     ///
     /// A new file is made under a temporary name and renamed into place once redb
     /// has written and synced its header: a power cut during the very first start
@@ -94,29 +98,47 @@ impl RedbStore {
             // Make the rename itself durable.
             dir.open(".")?.sync_all()?;
         }
+        let journal_name = std::path::Path::new(name).with_extension("journal");
+        if !dir.exists(&journal_name) {
+            dir.create(&journal_name)?.sync_all()?;
+            dir.open(".")?.sync_all()?;
+        }
         let syncs = Arc::new(AtomicU64::new(0));
+        let journal = dir.open_with(&journal_name, OpenOptions::new().read(true).write(true))?;
+        let journal = CountedFile::new(FileBackend::new(journal.into_std())?, syncs.clone());
         let db = open_file(dir, name, options.cache_bytes, syncs.clone())?;
-        let mut store = Self::start(db)?;
+        let mut store = Self::start(db, journal, options)?;
         store.syncs = syncs;
         store.file = Some(DataFile { dir: dir.try_clone()?, name: name.to_owned(), cache_bytes: options.cache_bytes });
         Ok(store)
     }
 
-    /// Open on any storage backend (the crash tests use one that loses unsynced writes).
-    pub fn open_backend(backend: impl StorageBackend, options: &StoreOptions) -> anyhow::Result<RedbStore> {
+    /// Open on any storage backends, for the database and its journal (the crash
+    /// tests use ones that lose unsynced writes).
+    pub fn open_backend(
+        backend: impl StorageBackend,
+        journal: impl StorageBackend,
+        options: &StoreOptions,
+    ) -> anyhow::Result<RedbStore> {
         let db = redb::Builder::new().set_cache_size(options.cache_bytes).create_with_backend(backend)?;
-        Self::start(db)
+        Self::start(db, journal, options)
     }
 
     /// A store that lives in memory only (the SDK's test harness).
     pub fn in_memory(options: &StoreOptions) -> anyhow::Result<RedbStore> {
-        Self::open_backend(redb::backends::InMemoryBackend::new(), options)
+        use redb::backends::InMemoryBackend;
+        Self::open_backend(InMemoryBackend::new(), InMemoryBackend::new(), options)
     }
 
-    fn start(db: Database) -> anyhow::Result<RedbStore> {
-        let next_seq = prepare(&db)?;
+    fn start(db: Database, journal: impl StorageBackend, options: &StoreOptions) -> anyhow::Result<RedbStore> {
+        prepare(&db)?;
+        let (journal, batches) = Journal::open(Box::new(journal))?;
+        let (next_seq, journal_seq) = replay(&db, batches)?;
+        let mut log = Log::new(journal, journal_seq, options.fold.clone());
+        // The file now holds every batch: start the journal afresh.
+        log.clear()?;
         let db: SharedDb = Arc::new(ArcSwap::from_pointee(db));
-        let writer = Writer::start(db.clone(), next_seq);
+        let writer = Writer::start(db.clone(), log, next_seq);
         Ok(RedbStore { db, writer, file: None, syncs: Arc::default() })
     }
 
@@ -147,10 +169,10 @@ fn open_file(dir: &Dir, name: &str, cache_bytes: usize, syncs: Arc<AtomicU64>) -
     redb::Builder::new().set_cache_size(cache_bytes).create_with_backend(backend).map_err(std::io::Error::other)
 }
 
-/// Create missing tables, check the storage schema version, and find the next seq.
-fn prepare(db: &Database) -> anyhow::Result<u64> {
+/// Create missing tables and check the storage schema version.
+fn prepare(db: &Database) -> anyhow::Result<()> {
     let txn = db.begin_write()?;
-    let next_seq = {
+    {
         let mut tables = Tables::open(&txn)?;
         let version = tables.meta.get("schema_version")?.map(|v| v.value());
         match version {
@@ -161,10 +183,35 @@ fn prepare(db: &Database) -> anyhow::Result<u64> {
             _ => {}
         }
         tables.meta.insert("schema_version", SCHEMA_VERSION)?;
-        tables.meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1)
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Apply the journaled batches the file does not hold yet, in one durable commit.
+/// Returns the next job seq and the last batch the file now holds.
+fn replay(db: &Database, batches: Vec<super::journal::Batch>) -> anyhow::Result<(u64, u64)> {
+    let txn = db.begin_write()?;
+    let seqs = {
+        let mut tables = Tables::open(&txn)?;
+        let mut journal_seq = tables.meta.get("journal_seq")?.map(|v| v.value()).unwrap_or(0);
+        let last_held = journal_seq;
+        for batch in batches.iter().filter(|b| b.seq > last_held) {
+            anyhow::ensure!(
+                batch.seq == journal_seq + 1,
+                "the journal starts at batch {} but the database file holds batches up to {journal_seq}",
+                batch.seq
+            );
+            for change in batch.changes() {
+                tables.apply(&change?).map_err(anyhow::Error::msg)?;
+            }
+            journal_seq = batch.seq;
+        }
+        tables.meta.insert("journal_seq", journal_seq)?;
+        (tables.meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1), journal_seq)
     };
     txn.commit()?;
-    Ok(next_seq)
+    Ok(seqs)
 }
 
 /// Schema 1 had no retention index nor pending counters: derive them.
@@ -835,6 +882,10 @@ impl Store for RedbStore {
             events.push(event);
         }
         Ok(AuditPage { events, next_cursor })
+    }
+
+    async fn fold_journal(&self) -> Result<()> {
+        self.writer.fold().await
     }
 
     fn writer_stats(&self) -> WriterStats {

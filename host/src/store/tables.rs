@@ -2,7 +2,13 @@
 //! job record (see `write_ops::index_keys`), so an index can always be checked
 //! against, or rebuilt from, the jobs table.
 
-use redb::{TableDefinition, WriteTransaction};
+use std::borrow::Borrow;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use redb::{AccessGuard, Key, StorageError, Table, TableDefinition, Value, WriteTransaction};
+
+use super::journal::{Change, encode_change};
 
 /// Storage schema version this binary writes; a newer file is refused at open.
 /// 2 added retention, legal holds, quota counters, the deletion ledger and the audit log.
@@ -80,90 +86,137 @@ pub const LEDGER: TableDefinition<&[u8], &str> = TableDefinition::new("deletion_
 pub const PENDING_ERASURES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pending_erasures");
 /// name -> secret bytes (`ledger`: the key of the ledger's keyed hash).
 pub const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
-/// name -> value: `schema_version`, `next_seq`, `paused`, `alert_seq`.
+/// name -> value: `schema_version`, `next_seq`, `journal_seq`, `paused`, `alert_seq`.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// All tables of one write transaction, opened once per batch.
-pub struct Tables<'t> {
-    pub jobs: redb::Table<'t, u64, &'static [u8]>,
-    pub uuids: redb::Table<'t, (&'static str, u128), u64>,
-    pub ready: redb::Table<'t, (&'static str, &'static str, u8, u32, u64, u64), ()>,
-    pub due: redb::Table<'t, (u64, u64), ()>,
-    pub leases: redb::Table<'t, (u64, u64), ()>,
-    pub stuck_due: redb::Table<'t, (u64, u64), ()>,
-    pub stuck: redb::Table<'t, (&'static str, u64), ()>,
-    pub by_state: redb::Table<'t, (&'static str, u8, u64), ()>,
-    pub by_tenant: redb::Table<'t, (&'static str, u64), ()>,
-    pub by_user: redb::Table<'t, (&'static str, &'static str, u64), ()>,
-    pub counts: redb::Table<'t, (&'static str, &'static str, u8), u64>,
-    pub history: redb::Table<'t, (u64, u32), &'static [u8]>,
-    pub queues: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub breakers: redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
-    pub tenants: redb::Table<'t, &'static str, &'static [u8]>,
-    pub keys: redb::Table<'t, &'static str, &'static [u8]>,
-    pub user_keys: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub meta: redb::Table<'t, &'static str, u64>,
-    pub plugins: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub plugin_components: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub plugin_artifacts: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub bindings: redb::Table<'t, (&'static str, &'static str, &'static str, u8), &'static [u8]>,
-    pub tenant_config: redb::Table<'t, &'static str, &'static [u8]>,
-    pub user_config: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub alerts: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub alert_events: redb::Table<'t, (&'static str, u64), &'static [u8]>,
-    pub user_pending: redb::Table<'t, (&'static str, &'static str), u64>,
-    pub tenant_pending: redb::Table<'t, &'static str, u64>,
-    pub retention: redb::Table<'t, (u64, u64, u64), ()>,
-    pub held: redb::Table<'t, (&'static str, u64), ()>,
-    pub user_holds: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub limits: redb::Table<'t, &'static str, &'static [u8]>,
-    pub audit: redb::Table<'t, u64, &'static [u8]>,
-    pub receipts: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub ledger: redb::Table<'t, &'static [u8], &'static str>,
-    pub pending_erasures: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub secrets: redb::Table<'t, &'static str, &'static [u8]>,
+/// A table of a write transaction whose every change is also written down, so
+/// the writer can journal the batch (see `journal.rs`). Reads go to the table
+/// itself (`Deref`); changes only through `insert` and `remove`.
+pub struct Logged<'t, K: Key + 'static, V: Value + 'static> {
+    table: Table<'t, K, V>,
+    id: u8,
+    changes: Changes,
 }
 
-impl<'t> Tables<'t> {
-    pub fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, redb::TableError> {
-        Ok(Tables {
-            jobs: txn.open_table(JOBS)?,
-            uuids: txn.open_table(UUIDS)?,
-            ready: txn.open_table(READY)?,
-            due: txn.open_table(DUE)?,
-            leases: txn.open_table(LEASES)?,
-            stuck_due: txn.open_table(STUCK_DUE)?,
-            stuck: txn.open_table(STUCK)?,
-            by_state: txn.open_table(BY_STATE)?,
-            by_tenant: txn.open_table(BY_TENANT)?,
-            by_user: txn.open_table(BY_USER)?,
-            counts: txn.open_table(COUNTS)?,
-            history: txn.open_table(HISTORY)?,
-            queues: txn.open_table(QUEUES)?,
-            breakers: txn.open_table(BREAKERS)?,
-            tenants: txn.open_table(TENANTS)?,
-            keys: txn.open_table(KEYS)?,
-            user_keys: txn.open_table(USER_KEYS)?,
-            meta: txn.open_table(META)?,
-            plugins: txn.open_table(PLUGINS)?,
-            plugin_components: txn.open_table(PLUGIN_COMPONENTS)?,
-            plugin_artifacts: txn.open_table(PLUGIN_ARTIFACTS)?,
-            bindings: txn.open_table(BINDINGS)?,
-            tenant_config: txn.open_table(TENANT_CONFIG)?,
-            user_config: txn.open_table(USER_CONFIG)?,
-            alerts: txn.open_table(ALERTS)?,
-            alert_events: txn.open_table(ALERT_EVENTS)?,
-            user_pending: txn.open_table(USER_PENDING)?,
-            tenant_pending: txn.open_table(TENANT_PENDING)?,
-            retention: txn.open_table(RETENTION)?,
-            held: txn.open_table(HELD)?,
-            user_holds: txn.open_table(USER_HOLDS)?,
-            limits: txn.open_table(LIMITS)?,
-            audit: txn.open_table(AUDIT)?,
-            receipts: txn.open_table(RECEIPTS)?,
-            ledger: txn.open_table(LEDGER)?,
-            pending_erasures: txn.open_table(PENDING_ERASURES)?,
-            secrets: txn.open_table(SECRETS)?,
-        })
+/// The changes of one transaction, in order, in the journal's encoding.
+type Changes = Rc<RefCell<Vec<u8>>>;
+
+impl<'t, K: Key + 'static, V: Value + 'static> Logged<'t, K, V> {
+    pub fn insert<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
+        {
+            let (k, v) = (K::as_bytes(key.borrow()), V::as_bytes(value.borrow()));
+            encode_change(&mut self.changes.borrow_mut(), self.id, k.as_ref(), Some(v.as_ref()));
+        }
+        self.table.insert(key, value)
+    }
+
+    pub fn remove<'k>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+    ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
+        encode_change(&mut self.changes.borrow_mut(), self.id, K::as_bytes(key.borrow()).as_ref(), None);
+        self.table.remove(key)
+    }
+
+    /// Apply a change read back from the journal.
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
+        match value {
+            Some(value) => self.table.insert(K::from_bytes(key), V::from_bytes(value)).map(drop),
+            None => self.table.remove(K::from_bytes(key)).map(drop),
+        }
+    }
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static> std::ops::Deref for Logged<'t, K, V> {
+    type Target = Table<'t, K, V>;
+
+    fn deref(&self) -> &Table<'t, K, V> {
+        &self.table
+    }
+}
+
+/// Declares `Tables` from one list. The number is the table's id in the journal:
+/// a journal is replayed by the next version of the binary, so ids never change.
+macro_rules! tables {
+    ($($id:literal $field:ident: $def:ident <$k:ty, $v:ty>,)*) => {
+        /// All tables of one write transaction, opened once per batch.
+        pub struct Tables<'t> {
+            $(pub $field: Logged<'t, $k, $v>,)*
+            changes: Changes,
+        }
+
+        impl<'t> Tables<'t> {
+            pub fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, redb::TableError> {
+                let changes = Changes::default();
+                Ok(Tables {
+                    $($field: Logged { table: txn.open_table($def)?, id: $id, changes: changes.clone() },)*
+                    changes,
+                })
+            }
+
+            /// Apply one change read back from the journal.
+            pub fn apply(&mut self, change: &Change<'_>) -> Result<(), String> {
+                let applied = match change.table {
+                    $($id => self.$field.apply(change.key, change.value),)*
+                    other => return Err(format!("the journal names table {other}, unknown to this binary")),
+                };
+                applied.map_err(|e| e.to_string())
+            }
+        }
+    };
+}
+
+tables! {
+    0 jobs: JOBS<u64, &'static [u8]>,
+    1 uuids: UUIDS<(&'static str, u128), u64>,
+    2 ready: READY<(&'static str, &'static str, u8, u32, u64, u64), ()>,
+    3 due: DUE<(u64, u64), ()>,
+    4 leases: LEASES<(u64, u64), ()>,
+    5 stuck_due: STUCK_DUE<(u64, u64), ()>,
+    6 stuck: STUCK<(&'static str, u64), ()>,
+    7 by_state: BY_STATE<(&'static str, u8, u64), ()>,
+    8 by_tenant: BY_TENANT<(&'static str, u64), ()>,
+    9 by_user: BY_USER<(&'static str, &'static str, u64), ()>,
+    10 counts: COUNTS<(&'static str, &'static str, u8), u64>,
+    11 history: HISTORY<(u64, u32), &'static [u8]>,
+    12 queues: QUEUES<(&'static str, &'static str), &'static [u8]>,
+    13 breakers: BREAKERS<(&'static str, &'static str, &'static str), &'static [u8]>,
+    14 tenants: TENANTS<&'static str, &'static [u8]>,
+    15 keys: KEYS<&'static str, &'static [u8]>,
+    16 user_keys: USER_KEYS<(&'static str, &'static str), &'static [u8]>,
+    17 meta: META<&'static str, u64>,
+    18 plugins: PLUGINS<(&'static str, &'static str), &'static [u8]>,
+    19 plugin_components: PLUGIN_COMPONENTS<(&'static str, &'static str), &'static [u8]>,
+    20 plugin_artifacts: PLUGIN_ARTIFACTS<(&'static str, &'static str), &'static [u8]>,
+    21 bindings: BINDINGS<(&'static str, &'static str, &'static str, u8), &'static [u8]>,
+    22 tenant_config: TENANT_CONFIG<&'static str, &'static [u8]>,
+    23 user_config: USER_CONFIG<(&'static str, &'static str), &'static [u8]>,
+    24 alerts: ALERTS<(&'static str, &'static str), &'static [u8]>,
+    25 alert_events: ALERT_EVENTS<(&'static str, u64), &'static [u8]>,
+    26 user_pending: USER_PENDING<(&'static str, &'static str), u64>,
+    27 tenant_pending: TENANT_PENDING<&'static str, u64>,
+    28 retention: RETENTION<(u64, u64, u64), ()>,
+    29 held: HELD<(&'static str, u64), ()>,
+    30 user_holds: USER_HOLDS<(&'static str, &'static str), &'static [u8]>,
+    31 limits: LIMITS<&'static str, &'static [u8]>,
+    32 audit: AUDIT<u64, &'static [u8]>,
+    33 receipts: RECEIPTS<(&'static str, &'static str), &'static [u8]>,
+    34 ledger: LEDGER<&'static [u8], &'static str>,
+    35 pending_erasures: PENDING_ERASURES<(&'static str, &'static str), &'static [u8]>,
+    36 secrets: SECRETS<&'static str, &'static [u8]>,
+}
+
+impl Tables<'_> {
+    /// Take the changes made so far (empty if nothing changed).
+    pub fn take_changes(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.changes.borrow_mut())
+    }
+
+    pub fn changed(&self) -> bool {
+        !RefCell::borrow(&self.changes).is_empty()
     }
 }

@@ -157,7 +157,14 @@ pub fn delete_job(t: &mut Tables<'_>, job: &Job) -> OpResult<()> {
     t.by_tenant.remove((job.tenant.as_str(), job.seq))?;
     t.by_user.remove((job.tenant.as_str(), job.user_id.as_str(), job.seq))?;
     t.jobs.remove(job.seq)?;
-    t.history.retain_in((job.seq, 0)..=(job.seq, u32::MAX), |_, _| false)?;
+    let events: Vec<u32> = t
+        .history
+        .range((job.seq, 0)..=(job.seq, u32::MAX))?
+        .map(|e| e.map(|(k, _)| k.value().1))
+        .collect::<Result<_, _>>()?;
+    for n in events {
+        t.history.remove((job.seq, n))?;
+    }
     t.uuids.insert((job.tenant.as_str(), job.job_uuid.as_u128()), 0)?;
     Ok(())
 }

@@ -1,21 +1,26 @@
 //! The single writer and its group commit.
 //!
-//! redb allows one write transaction at a time and a durable commit costs an fsync,
-//! so every write request goes to one thread that takes all requests waiting, applies
-//! them in one transaction and commits once. Each request succeeds or fails on its
-//! own; none is answered before the commit that holds it is durable.
+//! redb allows one write transaction at a time, so every write request goes to one
+//! thread that takes all requests waiting, applies them in one transaction and
+//! makes the batch durable once: its changes are appended to the journal and synced,
+//! then redb commits without a sync of its own (see `journal.rs`). Every
+//! `FoldPolicy` the batch is instead committed durably by redb and the journal
+//! emptied. Each request succeeds or fails on its own; none is answered before the
+//! batch that holds it is durable.
 //!
 //! Invariant for operations: an operation that refuses (returns `OpError::Refused`)
 //! has written nothing. Operations check everything first, then write.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
+use super::journal::Journal;
 use super::tables::Tables;
 use crate::error::{Error, Result};
 use crate::model::now_ms;
@@ -66,6 +71,52 @@ pub type SharedDb = Arc<ArcSwap<Database>>;
 enum Msg {
     Op(Op),
     Replace(Replace, oneshot::Sender<Result<()>>),
+    Fold(oneshot::Sender<Result<()>>),
+}
+
+/// When the writer folds the journal into the database file (a durable redb commit,
+/// then the journal starts empty). Folding less often writes each hot page once for
+/// many batches; folding more often keeps the journal, and the replay after a crash,
+/// short.
+#[derive(Clone, Debug)]
+pub struct FoldPolicy {
+    /// Fold once the journal holds this many bytes. Default 64 MiB.
+    pub bytes: u64,
+    /// Fold at the first batch this long after the last fold. Default 10 s.
+    pub interval: Duration,
+}
+
+impl Default for FoldPolicy {
+    fn default() -> Self {
+        FoldPolicy { bytes: 64 << 20, interval: Duration::from_secs(10) }
+    }
+}
+
+/// The journal and where it stands against the database file.
+pub struct Log {
+    journal: Journal,
+    /// The last batch journaled (or held durably by the file).
+    seq: u64,
+    folded_at: Instant,
+    policy: FoldPolicy,
+}
+
+impl Log {
+    /// `seq` is the file's `meta.journal_seq` once the journal is replayed into it.
+    pub fn new(journal: Journal, seq: u64, policy: FoldPolicy) -> Log {
+        Log { journal, seq, folded_at: Instant::now(), policy }
+    }
+
+    fn fold_due(&self) -> bool {
+        self.journal.len() >= self.policy.bytes
+            || (self.journal.len() > 0 && self.folded_at.elapsed() >= self.policy.interval)
+    }
+
+    /// The database file durably holds every journaled batch: empty the journal.
+    pub fn clear(&mut self) -> std::io::Result<()> {
+        self.folded_at = Instant::now();
+        self.journal.clear()
+    }
 }
 
 /// Counts of the writer's work, for tests, `/health` and metrics.
@@ -73,7 +124,9 @@ enum Msg {
 pub struct WriterStats {
     pub requests: u64,
     pub commits: u64,
-    /// fsyncs of the database file (0 for stores without a file).
+    /// Durable redb commits that emptied the journal (see `FoldPolicy`).
+    pub folds: u64,
+    /// fsyncs of the database file and its journal (0 for stores without a file).
     pub syncs: u64,
     pub largest_batch: u64,
     pub queued: u64,
@@ -86,6 +139,7 @@ pub struct WriterStats {
 struct Counters {
     requests: AtomicU64,
     commits: AtomicU64,
+    folds: AtomicU64,
     largest_batch: AtomicU64,
     queued: AtomicU64,
     failure: std::sync::Mutex<Option<String>>,
@@ -105,13 +159,13 @@ pub struct Writer {
 
 impl Writer {
     /// Start the writer thread. `next_seq` is the next job sequence number to hand out.
-    pub fn start(db: SharedDb, next_seq: u64) -> Writer {
+    pub fn start(db: SharedDb, log: Log, next_seq: u64) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let thread_counters = counters.clone();
         std::thread::Builder::new()
             .name("sluice-writer".into())
-            .spawn(move || run(db, rx, next_seq, thread_counters))
+            .spawn(move || run(db, log, rx, next_seq, thread_counters))
             .expect("spawn writer thread");
         Writer { tx, counters }
     }
@@ -151,10 +205,18 @@ impl Writer {
         wait.await.map_err(|_| Error::internal("the writer stopped"))?
     }
 
+    /// Fold the journal into the database file now (at shutdown).
+    pub async fn fold(&self) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Msg::Fold(done)).map_err(|_| Error::internal("the writer has stopped"))?;
+        wait.await.map_err(|_| Error::internal("the writer stopped"))?
+    }
+
     pub fn stats(&self) -> WriterStats {
         WriterStats {
             requests: self.counters.requests.load(Ordering::Relaxed),
             commits: self.counters.commits.load(Ordering::Relaxed),
+            folds: self.counters.folds.load(Ordering::Relaxed),
             syncs: 0,
             largest_batch: self.counters.largest_batch.load(Ordering::Relaxed),
             queued: self.counters.queued.load(Ordering::Relaxed),
@@ -167,15 +229,21 @@ impl Writer {
     }
 }
 
-fn run(db: SharedDb, mut rx: mpsc::UnboundedReceiver<Msg>, mut next_seq: u64, counters: Arc<Counters>) {
+fn run(db: SharedDb, mut log: Log, mut rx: mpsc::UnboundedReceiver<Msg>, mut next_seq: u64, counters: Arc<Counters>) {
     let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<Msg> = None;
     while let Some(msg) = held.take().or_else(|| rx.blocking_recv()) {
         match msg {
             Msg::Replace(build, done) => {
                 let current = db.load_full();
-                let outcome = build(&current).map(|new| db.store(Arc::new(new)));
+                let outcome = fold(&current, &mut log, &counters)
+                    .and_then(|()| build(&current))
+                    .map(|new| db.store(Arc::new(new)));
                 let _ = done.send(outcome);
+                continue;
+            }
+            Msg::Fold(done) => {
+                let _ = done.send(fold(&db.load(), &mut log, &counters));
                 continue;
             }
             Msg::Op(first) => batch.push(first),
@@ -183,8 +251,8 @@ fn run(db: SharedDb, mut rx: mpsc::UnboundedReceiver<Msg>, mut next_seq: u64, co
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Msg::Op(op)) => batch.push(op),
-                Ok(replace) => {
-                    held = Some(replace);
+                Ok(other) => {
+                    held = Some(other);
                     break;
                 }
                 Err(_) => break,
@@ -192,11 +260,17 @@ fn run(db: SharedDb, mut rx: mpsc::UnboundedReceiver<Msg>, mut next_seq: u64, co
         }
         let size = batch.len() as u64;
         counters.queued.fetch_sub(size, Ordering::Relaxed);
+        if counters.failure().is_some() {
+            // After a storage failure the file and the journal may disagree with what
+            // this thread has applied: write nothing more; a restart recovers.
+            batch.clear();
+            continue;
+        }
         counters.requests.fetch_add(size, Ordering::Relaxed);
         counters.largest_batch.fetch_max(size, Ordering::Relaxed);
         crate::metrics::batch(size as usize);
         let seq_before = next_seq;
-        match apply_batch(&db.load(), batch.drain(..), &mut next_seq) {
+        match apply_batch(&db.load(), &mut log, &counters, batch.drain(..), &mut next_seq) {
             Ok(replies) => {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 for reply in replies {
@@ -207,7 +281,7 @@ fn run(db: SharedDb, mut rx: mpsc::UnboundedReceiver<Msg>, mut next_seq: u64, co
                 next_seq = seq_before;
                 tracing::error!(target: "sluice::store", error = %reason, fatal, "write batch rolled back");
                 if fatal {
-                    counters.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| reason.clone());
+                    fail(&counters, &reason);
                 }
                 for reply in replies {
                     reply(Err(Error::internal(format!("storage failure: {reason}"))));
@@ -215,6 +289,30 @@ fn run(db: SharedDb, mut rx: mpsc::UnboundedReceiver<Msg>, mut next_seq: u64, co
             }
         }
     }
+}
+
+fn fail(counters: &Counters, reason: &str) {
+    counters.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| reason.to_owned());
+}
+
+/// Fold the journal into the database file: a durable commit, then an empty journal.
+fn fold(db: &Database, log: &mut Log, counters: &Counters) -> Result<()> {
+    if let Some(reason) = counters.failure() {
+        return Err(Error::internal(format!("storage failure: {reason}")));
+    }
+    let outcome = (|| -> Result<(), String> {
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        txn.open_table(super::tables::META)
+            .and_then(|mut meta| meta.insert("journal_seq", log.seq).map(drop).map_err(Into::into))
+            .map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())?;
+        counters.folds.fetch_add(1, Ordering::Relaxed);
+        log.clear().map_err(|e| e.to_string())
+    })();
+    outcome.map_err(|reason| {
+        fail(counters, &reason);
+        Error::internal(format!("storage failure: {reason}"))
+    })
 }
 
 /// A batch that did not commit: every request in it is answered with `reason`.
@@ -226,9 +324,16 @@ struct BatchFailure {
     fatal: bool,
 }
 
-/// Apply a batch in one durable transaction. On failure every request of the batch
-/// is answered with the error (the replies gathered so far are handed back).
-fn apply_batch(db: &Database, ops: impl Iterator<Item = Op>, next_seq: &mut u64) -> Result<Vec<Reply>, BatchFailure> {
+/// Apply a batch in one transaction and make it durable (journal, or a fold). On
+/// failure every request of the batch is answered with the error (the replies
+/// gathered so far are handed back).
+fn apply_batch(
+    db: &Database,
+    log: &mut Log,
+    counters: &Counters,
+    ops: impl Iterator<Item = Op>,
+    next_seq: &mut u64,
+) -> Result<Vec<Reply>, BatchFailure> {
     let mut replies: Vec<Reply> = Vec::new();
     let mut ops = ops.peekable();
     let storage = |replies, e: &dyn std::fmt::Display| BatchFailure { replies, reason: e.to_string(), fatal: true };
@@ -236,8 +341,9 @@ fn apply_batch(db: &Database, ops: impl Iterator<Item = Op>, next_seq: &mut u64)
         Ok(txn) => txn,
         Err(e) => return Err(storage(drain_failed(ops), &e)),
     };
-    let _ = txn.set_durability(Durability::Immediate);
-    let failure = {
+    let fold = log.fold_due();
+    let seq_before = *next_seq;
+    let outcome = {
         let mut tables = match Tables::open(&txn) {
             Ok(t) => t,
             Err(e) => return Err(storage(drain_failed(ops), &e)),
@@ -257,25 +363,50 @@ fn apply_batch(db: &Database, ops: impl Iterator<Item = Op>, next_seq: &mut u64)
                 }
             }
         }
-        if failure.is_none() {
-            let seq = *ctx.next_seq;
-            if let Err(e) = ctx.tables.meta.insert("next_seq", seq) {
-                failure = Some((e.to_string(), true));
+        let seq = *ctx.next_seq;
+        let mut finish = || -> Result<Option<Vec<u8>>, redb::StorageError> {
+            if seq != seq_before {
+                tables.meta.insert("next_seq", seq)?;
             }
+            if !tables.changed() {
+                return Ok(None);
+            }
+            tables.meta.insert("journal_seq", if fold { log.seq } else { log.seq + 1 })?;
+            Ok(Some(tables.take_changes()))
+        };
+        match failure {
+            Some(failure) => Err(failure),
+            None => finish().map_err(|e| (e.to_string(), true)),
         }
-        failure
     };
-    if let Some((reason, fatal)) = failure {
-        // The failing op and those after it never produced a reply: answer them too.
-        replies.extend(drain_failed(ops));
-        return Err(BatchFailure { replies, reason, fatal });
+    let changes = match outcome {
+        Ok(changes) => changes,
+        Err((reason, fatal)) => {
+            // The failing op and those after it never produced a reply: answer them too.
+            replies.extend(drain_failed(ops));
+            return Err(BatchFailure { replies, reason, fatal });
+        }
+    };
+    let Some(changes) = changes else {
+        // Every request was refused or only read: nothing to make durable.
+        let _ = txn.abort();
+        return Ok(replies);
+    };
+    if fold {
+        let _ = txn.set_durability(Durability::Immediate);
+        txn.commit().map_err(|e| storage(std::mem::take(&mut replies), &e))?;
+        log.clear().map_err(|e| storage(std::mem::take(&mut replies), &e))?;
+        counters.folds.fetch_add(1, Ordering::Relaxed);
+    } else {
+        let _ = txn.set_durability(Durability::None);
+        log.journal.append(log.seq + 1, &changes).map_err(|e| storage(std::mem::take(&mut replies), &e))?;
+        log.seq += 1;
+        // The batch is durable now; a failure to commit it is still fatal, since the
+        // journal holds it and the file does not.
+        txn.commit().map_err(|e| storage(std::mem::take(&mut replies), &e))?;
     }
-    match txn.commit() {
-        Ok(()) => Ok(replies),
-        Err(e) => Err(storage(replies, &e)),
-    }
+    Ok(replies)
 }
-
 /// Ops that will not run still owe their caller an answer: dropping an op drops
 /// its reply channel, and the caller then reports the writer's recorded failure.
 fn drain_failed(ops: impl Iterator<Item = Op>) -> Vec<Reply> {
