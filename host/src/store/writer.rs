@@ -117,6 +117,21 @@ impl Log {
         self.folded_at = Instant::now();
         self.journal.clear()
     }
+
+    /// Count and log a fold that began at `started`, then empty the journal.
+    fn folded(&mut self, started: Instant, counters: &Counters) -> std::io::Result<()> {
+        let bytes = self.journal.len();
+        self.clear()?;
+        counters.folds.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            target: "sluice::store",
+            journal_bytes = bytes,
+            batch = self.seq,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "journal folded into the database file"
+        );
+        Ok(())
+    }
 }
 
 /// Counts of the writer's work, for tests, `/health` and metrics.
@@ -300,14 +315,14 @@ fn fold(db: &Database, log: &mut Log, counters: &Counters) -> Result<()> {
     if let Some(reason) = counters.failure() {
         return Err(Error::internal(format!("storage failure: {reason}")));
     }
+    let started = Instant::now();
     let outcome = (|| -> Result<(), String> {
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         txn.open_table(super::tables::META)
             .and_then(|mut meta| meta.insert("journal_seq", log.seq).map(drop).map_err(Into::into))
             .map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())?;
-        counters.folds.fetch_add(1, Ordering::Relaxed);
-        log.clear().map_err(|e| e.to_string())
+        log.folded(started, counters).map_err(|e| e.to_string())
     })();
     outcome.map_err(|reason| {
         fail(counters, &reason);
@@ -393,10 +408,10 @@ fn apply_batch(
         return Ok(replies);
     };
     if fold {
+        let started = Instant::now();
         let _ = txn.set_durability(Durability::Immediate);
         txn.commit().map_err(|e| storage(std::mem::take(&mut replies), &e))?;
-        log.clear().map_err(|e| storage(std::mem::take(&mut replies), &e))?;
-        counters.folds.fetch_add(1, Ordering::Relaxed);
+        log.folded(started, counters).map_err(|e| storage(std::mem::take(&mut replies), &e))?;
     } else {
         let _ = txn.set_durability(Durability::None);
         log.journal.append(log.seq + 1, &changes).map_err(|e| storage(std::mem::take(&mut replies), &e))?;

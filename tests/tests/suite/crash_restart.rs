@@ -7,6 +7,10 @@
 //! - leases of killed workers run out and are rescued (`LEASE_EXPIRED`), none stays
 //!   `processing`;
 //! - queue order survives: priority first, then insertion order.
+//!
+//! The server folds its journal into the database file every 250 ms, so kills land
+//! both with batches waiting in the journal (the restart replays them) and during
+//! folds; a clean stop at the end leaves the journal empty.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -149,7 +153,7 @@ impl Keys {
 #[test]
 fn kill_nine_during_load_and_restart_ten_times() {
     let started = Instant::now();
-    let mut server = Server::start();
+    let mut server = Server::start_with(&["--fold-interval-ms", "250"]);
     let acme = server.tenant("acme");
     let keys = Keys { producer: acme.producer.key.clone(), worker: acme.worker.key.clone() };
     // Short backoff, many attempts, a breaker that never opens (each rescued lease counts).
@@ -171,6 +175,7 @@ fn kill_nine_during_load_and_restart_ten_times() {
     let mut complete_unanswered: Vec<(String, u64)> = Vec::new();
     let mut unexpected: Vec<String> = Vec::new();
     let mut order_checked = 0;
+    let mut journal_replays = 0;
 
     for round in 0..ROUNDS {
         let round_started = Instant::now();
@@ -233,6 +238,7 @@ fn kill_nine_during_load_and_restart_ten_times() {
         }
         assert!(unexpected.is_empty(), "unexpected answers: {unexpected:#?}");
 
+        journal_replays += journal_has_batches(&server) as usize;
         server.restart();
         let worker = keys.worker(&server);
 
@@ -402,6 +408,15 @@ fn kill_nine_during_load_and_restart_ten_times() {
         assert_eq!(completes, 1, "job {uuid} history: {h}");
     }
 
+    // The kills found batches waiting in the journal, and the server folded under load.
+    assert!(journal_replays > 0, "no kill left a batch in the journal: the test did not exercise the replay");
+    let folds = server.log_lines().iter().filter(|l| l["message"] == "journal folded into the database file").count();
+    assert!(folds > ROUNDS, "the server folded its journal {folds} times in {ROUNDS} rounds");
+    // A clean stop folds the journal: nothing is left to replay.
+    assert!(server.stop().success());
+    assert!(!journal_has_batches(&server), "a clean stop leaves an empty journal");
+    server.restart();
+
     let acked_completes: usize = completes_ok.values().map(Vec::len).sum::<usize>() - drained;
     let stored_unacked = stored.keys().filter(|u| unacked.contains(*u)).count();
     println!(
@@ -409,7 +424,7 @@ fn kill_nine_during_load_and_restart_ten_times() {
          {} jobs in all, {} claims, {acked_completes} completes acknowledged under load, {} LEASE_LOST, \
          {committed_unacked} completes committed without an answer, {rescued_leases} leases of killed workers rescued \
          ({expired_records} LEASE_EXPIRED records on {} jobs, {rescued_unknown} of them leases whose claim answer was lost), {drained} drained after the last restart, \
-         {order_checked} order checks; {:.1} s",
+         {order_checked} order checks, {journal_replays} restarts replayed the journal; {:.1} s",
         acked.len(),
         unacked.len(),
         stored.len(),
@@ -418,4 +433,11 @@ fn kill_nine_during_load_and_restart_ten_times() {
         rescued_jobs.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Whether the server's journal holds a batch: a record starts with its (non-zero)
+/// length, and the file's unused space is zeros.
+fn journal_has_batches(server: &Server) -> bool {
+    let journal = std::fs::read(server.data().join("sluice.journal")).expect("the journal file");
+    journal.get(..4).is_some_and(|len| len != [0; 4])
 }
