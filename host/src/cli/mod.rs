@@ -151,14 +151,16 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
-    /// redb page cache, in MiB.
-    #[arg(long, default_value_t = 64)]
+    /// redb page cache, in MiB. It should hold the hot index pages, the job_uuid
+    /// index's above all (random keys): with a million jobs stored, the default
+    /// keeps inserts near their empty-store rate.
+    #[arg(long, default_value_t = StoreOptions::default().cache_bytes >> 20)]
     cache_mib: usize,
     /// Fold the journal into the database file once it holds this many MiB ...
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = FoldPolicy::default().bytes >> 20)]
     fold_mib: u64,
     /// ... or at the first write this long after the last fold.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = FoldPolicy::default().interval.as_millis() as u64)]
     fold_interval_ms: u64,
     /// How often the rescuer looks for expired leases, in ms.
     #[arg(long, default_value_t = 250)]

@@ -30,7 +30,9 @@ use crate::model::*;
 
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// redb page cache in bytes. Default 64 MiB.
+    /// redb page cache in bytes. Default 128 MiB: measured, 64 MiB let inserts with
+    /// a million jobs stored fall 28 % below an empty store's rate (the job_uuid
+    /// index's random pages missed the cache).
     pub cache_bytes: usize,
     /// When the journal is folded into the database file.
     pub fold: FoldPolicy,
@@ -38,7 +40,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_bytes: 64 << 20, fold: FoldPolicy::default() }
+        StoreOptions { cache_bytes: 128 << 20, fold: FoldPolicy::default() }
     }
 }
 
