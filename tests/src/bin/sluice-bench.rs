@@ -8,7 +8,8 @@
 //!
 //! Every job has a random UUIDv4 job_uuid and a ~60-byte JSON payload;
 //! authentication, quotas (set, not limiting), info-level JSON logs to a file and
-//! metrics are on; every acknowledgement is durable (one fsync per group commit).
+//! metrics are on; every acknowledgement is durable (one journal fsync per group
+//! commit).
 //! Each Sluice run ends by killing the server with SIGKILL, restarting it and
 //! recounting the acknowledged jobs. Figures are medians of the runs, with the
 //! peer's beside them as ratios.
@@ -462,6 +463,8 @@ async fn noisy_neighbours(t: &Target, f: &mut Figures, n: usize) {
 }
 
 /// Insert throughput and claim latency with `stored` jobs already in the store.
+/// The inserts run long enough (5 n) that folds of the journal fall inside them
+/// at every size, not only after a fill.
 fn scaling_run(rt: &tokio::runtime::Runtime, stored: usize, n: usize) -> Figures {
     let mut f = Figures::new();
     let t = target("scale", None);
@@ -475,7 +478,7 @@ fn scaling_run(rt: &tokio::runtime::Runtime, stored: usize, n: usize) -> Figures
         println!("  filled {stored} jobs in {:.0} s", fill_started.elapsed().as_secs_f64());
     }
     rt.block_on(async {
-        let (rate, _) = single_inserts(&t.producer, "backlog", n, CLIENTS).await;
+        let (rate, _) = single_inserts(&t.producer, "backlog", 5 * n, CLIENTS).await;
         f.insert("single inserts/s", rate);
         let (_, mut lat) = drain(&t.worker, "backlog", n / 4, CLIENTS).await;
         f.insert("claim p50 ms", lat.quantile(0.5));
