@@ -138,6 +138,8 @@ impl Log {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct WriterStats {
     pub requests: u64,
+    /// Batches that changed something, each journaled or folded (a batch whose
+    /// requests were all refused writes nothing).
     pub commits: u64,
     /// Durable redb commits that emptied the journal (see `FoldPolicy`).
     pub folds: u64,
@@ -287,7 +289,6 @@ fn run(db: SharedDb, mut log: Log, mut rx: mpsc::UnboundedReceiver<Msg>, mut nex
         let seq_before = next_seq;
         match apply_batch(&db.load(), &mut log, &counters, batch.drain(..), &mut next_seq) {
             Ok(replies) => {
-                counters.commits.fetch_add(1, Ordering::Relaxed);
                 for reply in replies {
                     reply(Ok(()));
                 }
@@ -412,6 +413,7 @@ fn apply_batch(
         let _ = txn.set_durability(Durability::Immediate);
         txn.commit().map_err(|e| storage(std::mem::take(&mut replies), &e))?;
         log.folded(started, counters).map_err(|e| storage(std::mem::take(&mut replies), &e))?;
+        counters.commits.fetch_add(1, Ordering::Relaxed);
     } else {
         let _ = txn.set_durability(Durability::None);
         log.journal.append(log.seq + 1, &changes).map_err(|e| storage(std::mem::take(&mut replies), &e))?;
@@ -419,6 +421,7 @@ fn apply_batch(
         // The batch is durable now; a failure to commit it is still fatal, since the
         // journal holds it and the file does not.
         txn.commit().map_err(|e| storage(std::mem::take(&mut replies), &e))?;
+        counters.commits.fetch_add(1, Ordering::Relaxed);
     }
     Ok(replies)
 }

@@ -15,6 +15,7 @@
 //! peer's beside them as ratios.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -484,9 +485,10 @@ fn scaling_run(rt: &tokio::runtime::Runtime, stored: usize, n: usize) -> Figures
         f.insert("claim p50 ms", lat.quantile(0.5));
         f.insert("claim p99 ms", lat.quantile(0.99));
     });
+    // Bytes on disk: the journal grows in steps and is sparse past its records.
     let bytes: u64 = ["sluice.redb", "sluice.journal"]
         .iter()
-        .map(|name| std::fs::metadata(t.server.data().join(name)).map(|m| m.len()).unwrap_or(0))
+        .map(|name| std::fs::metadata(t.server.data().join(name)).map(|m| m.blocks() * 512).unwrap_or(0))
         .sum();
     f.insert("data files MiB (database and journal)", bytes as f64 / (1 << 20) as f64);
     f.insert("server peak RSS MiB", peak_rss_mib(t.server.pid()));
