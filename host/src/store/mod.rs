@@ -6,6 +6,7 @@
 //! win a job.
 
 mod codec;
+mod config_cache;
 mod consistency;
 mod counted_file;
 mod export;

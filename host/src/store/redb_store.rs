@@ -13,6 +13,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBa
 use uuid::Uuid;
 
 use super::codec::decode;
+use super::config_cache::ConfigCache;
 use super::counted_file::CountedFile;
 use super::journal::Journal;
 use super::privacy_ops;
@@ -47,6 +48,7 @@ impl Default for StoreOptions {
 pub struct RedbStore {
     db: SharedDb,
     writer: Writer,
+    configs: ConfigCache,
     /// The database file, when there is one (the erasure rewrites it).
     file: Option<DataFile>,
     /// fsyncs of the database file.
@@ -140,8 +142,9 @@ impl RedbStore {
         // The file now holds every batch: start the journal afresh.
         log.clear()?;
         let db: SharedDb = Arc::new(ArcSwap::from_pointee(db));
-        let writer = Writer::start(db.clone(), log, next_seq);
-        Ok(RedbStore { db, writer, file: None, syncs: Arc::default() })
+        let configs = ConfigCache::default();
+        let writer = Writer::start(db.clone(), log, next_seq, configs.generation());
+        Ok(RedbStore { db, writer, configs, file: None, syncs: Arc::default() })
     }
 
     fn read(&self) -> Result<Reading> {
@@ -683,10 +686,12 @@ impl Store for RedbStore {
     }
 
     fn tenant_config(&self, tenant: &str) -> Result<TenantConfig> {
-        let txn = self.read()?;
-        let t = txn.open_table(TENANT_CONFIG).map_err(internal)?;
-        let value = t.get(tenant).map_err(internal)?;
-        Ok(value.map(|v| decode(v.value())).transpose()?.unwrap_or_default())
+        self.configs.tenant_config(tenant, || {
+            let txn = self.read()?;
+            let t = txn.open_table(TENANT_CONFIG).map_err(internal)?;
+            let value = t.get(tenant).map_err(internal)?;
+            Ok(value.map(|v| decode(v.value())).transpose()?.unwrap_or_default())
+        })
     }
 
     async fn put_tenant_config(&self, tenant: &str, config: TenantConfig) -> Result<TenantConfig> {
@@ -695,10 +700,12 @@ impl Store for RedbStore {
     }
 
     fn user_config(&self, tenant: &str, user_id: &str) -> Result<Option<UserConfig>> {
-        let txn = self.read()?;
-        let t = txn.open_table(USER_CONFIG).map_err(internal)?;
-        let value = t.get((tenant, user_id)).map_err(internal)?;
-        value.map(|v| decode(v.value())).transpose()
+        self.configs.user_config(tenant, user_id, || {
+            let txn = self.read()?;
+            let t = txn.open_table(USER_CONFIG).map_err(internal)?;
+            let value = t.get((tenant, user_id)).map_err(internal)?;
+            value.map(|v| decode(v.value())).transpose()
+        })
     }
 
     async fn put_user_config(&self, tenant: &str, user_id: &str, config: UserConfig) -> Result<UserConfig> {
@@ -713,10 +720,12 @@ impl Store for RedbStore {
     }
 
     fn limits(&self, tenant: &str) -> Result<Option<Limits>> {
-        let txn = self.read()?;
-        let t = txn.open_table(LIMITS).map_err(internal)?;
-        let value = t.get(tenant).map_err(internal)?;
-        value.map(|v| decode(v.value())).transpose()
+        self.configs.limits(tenant, || {
+            let txn = self.read()?;
+            let t = txn.open_table(LIMITS).map_err(internal)?;
+            let value = t.get(tenant).map_err(internal)?;
+            value.map(|v| decode(v.value())).transpose()
+        })
     }
 
     async fn put_limits(&self, tenant: &str, limits: Limits) -> Result<Limits> {

@@ -3,7 +3,7 @@
 //! against, or rebuilt from, the jobs table.
 
 use std::borrow::Borrow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use redb::{AccessGuard, Key, StorageError, Table, TableDefinition, Value, WriteTransaction};
@@ -98,8 +98,22 @@ pub struct Logged<'t, K: Key + 'static, V: Value + 'static> {
     changes: Changes,
 }
 
-/// The changes of one transaction, in order, in the journal's encoding.
-type Changes = Rc<RefCell<Vec<u8>>>;
+/// The changes of one transaction: in order, in the journal's encoding, and the
+/// set of tables they touched (bit `id`).
+#[derive(Default)]
+struct ChangeLog {
+    bytes: RefCell<Vec<u8>>,
+    tables: Cell<u64>,
+}
+
+type Changes = Rc<ChangeLog>;
+
+impl ChangeLog {
+    fn record(&self, table: u8, key: &[u8], value: Option<&[u8]>) {
+        encode_change(&mut self.bytes.borrow_mut(), table, key, value);
+        self.tables.set(self.tables.get() | 1 << table);
+    }
+}
 
 impl<'t, K: Key + 'static, V: Value + 'static> Logged<'t, K, V> {
     pub fn insert<'k, 'v>(
@@ -109,7 +123,7 @@ impl<'t, K: Key + 'static, V: Value + 'static> Logged<'t, K, V> {
     ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
         {
             let (k, v) = (K::as_bytes(key.borrow()), V::as_bytes(value.borrow()));
-            encode_change(&mut self.changes.borrow_mut(), self.id, k.as_ref(), Some(v.as_ref()));
+            self.changes.record(self.id, k.as_ref(), Some(v.as_ref()));
         }
         self.table.insert(key, value)
     }
@@ -118,7 +132,7 @@ impl<'t, K: Key + 'static, V: Value + 'static> Logged<'t, K, V> {
         &mut self,
         key: impl Borrow<K::SelfType<'k>>,
     ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
-        encode_change(&mut self.changes.borrow_mut(), self.id, K::as_bytes(key.borrow()).as_ref(), None);
+        self.changes.record(self.id, K::as_bytes(key.borrow()).as_ref(), None);
         self.table.remove(key)
     }
 
@@ -213,10 +227,16 @@ tables! {
 impl Tables<'_> {
     /// Take the changes made so far (empty if nothing changed).
     pub fn take_changes(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.changes.borrow_mut())
+        std::mem::take(&mut self.changes.bytes.borrow_mut())
     }
 
     pub fn changed(&self) -> bool {
-        !RefCell::borrow(&self.changes).is_empty()
+        !self.changes.bytes.borrow().is_empty()
+    }
+
+    /// Whether the configuration that readers cache (`ConfigCache`) changed.
+    pub fn config_changed(&self) -> bool {
+        let touched = self.changes.tables.get();
+        [self.tenant_config.id, self.user_config.id, self.limits.id].iter().any(|id| touched & (1 << id) != 0)
     }
 }

@@ -154,6 +154,8 @@ pub struct WriterStats {
 
 #[derive(Default)]
 struct Counters {
+    /// Bumped after each commit that changed cached configuration (`ConfigCache`).
+    config_generation: Arc<AtomicU64>,
     requests: AtomicU64,
     commits: AtomicU64,
     folds: AtomicU64,
@@ -175,10 +177,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Start the writer thread. `next_seq` is the next job sequence number to hand out.
-    pub fn start(db: SharedDb, log: Log, next_seq: u64) -> Writer {
+    /// Start the writer thread. `next_seq` is the next job sequence number to hand
+    /// out; `config_generation` is bumped whenever a batch changes cached configuration.
+    pub fn start(db: SharedDb, log: Log, next_seq: u64, config_generation: Arc<AtomicU64>) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters { config_generation, ..Counters::default() });
         let thread_counters = counters.clone();
         std::thread::Builder::new()
             .name("sluice-writer".into())
@@ -380,7 +383,7 @@ fn apply_batch(
             }
         }
         let seq = *ctx.next_seq;
-        let mut finish = || -> Result<Option<Vec<u8>>, redb::StorageError> {
+        let mut finish = || -> Result<Option<(Vec<u8>, bool)>, redb::StorageError> {
             if seq != seq_before {
                 tables.meta.insert("next_seq", seq)?;
             }
@@ -388,7 +391,7 @@ fn apply_batch(
                 return Ok(None);
             }
             tables.meta.insert("journal_seq", if fold { log.seq } else { log.seq + 1 })?;
-            Ok(Some(tables.take_changes()))
+            Ok(Some((tables.take_changes(), tables.config_changed())))
         };
         match failure {
             Some(failure) => Err(failure),
@@ -403,7 +406,7 @@ fn apply_batch(
             return Err(BatchFailure { replies, reason, fatal });
         }
     };
-    let Some(changes) = changes else {
+    let Some((changes, config_changed)) = changes else {
         // Every request was refused or only read: nothing to make durable.
         let _ = txn.abort();
         return Ok(replies);
@@ -422,6 +425,10 @@ fn apply_batch(
         // journal holds it and the file does not.
         txn.commit().map_err(|e| storage(std::mem::take(&mut replies), &e))?;
         counters.commits.fetch_add(1, Ordering::Relaxed);
+    }
+    if config_changed {
+        // After the commit: a reader that sees the new generation reads the new values.
+        counters.config_generation.fetch_add(1, Ordering::Release);
     }
     Ok(replies)
 }
