@@ -34,10 +34,17 @@ pub struct Journal {
 /// Smallest step the file grows by.
 const GROWTH: u64 = 1 << 20;
 
+/// The batches read back from the journal: the file's bytes, read once, and where
+/// each batch lies in them.
+pub struct Records {
+    bytes: Vec<u8>,
+    batches: Vec<(u64, std::ops::Range<usize>)>,
+}
+
 /// One batch read back from the journal.
-pub struct Batch {
+pub struct Batch<'a> {
     pub seq: u64,
-    body: Vec<u8>,
+    body: &'a [u8],
 }
 
 /// One change to one table: a value put, or (`None`) a key removed.
@@ -49,27 +56,29 @@ pub struct Change<'a> {
 
 impl Journal {
     /// Open the journal and read the batches it holds, in order.
-    pub fn open(file: Box<dyn StorageBackend>) -> io::Result<(Journal, Vec<Batch>)> {
+    pub fn open(file: Box<dyn StorageBackend>) -> io::Result<(Journal, Records)> {
         let len = file.len()?;
         let mut bytes = vec![0; len as usize];
         file.read(0, &mut bytes)?;
-        let mut batches: Vec<Batch> = Vec::new();
+        let mut batches: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
         let mut at = 0;
         while let Some(header) = bytes.get(at..at + HEADER) {
             let body_len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
             let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-            let Some(body) = bytes.get(at + HEADER..at + HEADER + body_len) else { break };
-            if body_len < 8 || crc32fast::hash(body) != crc {
+            let body = at + HEADER..at + HEADER + body_len;
+            let Some(body_bytes) = bytes.get(body.clone()) else { break };
+            if body_len < 8 || crc32fast::hash(body_bytes) != crc {
                 break;
             }
-            let seq = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
-            if batches.last().is_some_and(|last| seq != last.seq + 1) {
+            let seq = u64::from_le_bytes(body_bytes[..8].try_into().expect("8 bytes"));
+            if batches.last().is_some_and(|(last, _)| seq != last + 1) {
                 break;
             }
-            batches.push(Batch { seq, body: body.to_vec() });
+            batches.push((seq, body));
             at += HEADER + body_len;
         }
-        Ok((Journal { file, len: at as u64, allocated: len }, batches))
+        bytes.truncate(at);
+        Ok((Journal { file, len: at as u64, allocated: len }, Records { bytes, batches }))
     }
 
     /// Append batch `seq` and sync: when this returns, the batch survives a crash.
@@ -110,9 +119,15 @@ impl Journal {
     }
 }
 
-impl Batch {
+impl Records {
+    pub fn iter(&self) -> impl Iterator<Item = Batch<'_>> {
+        self.batches.iter().map(|(seq, body)| Batch { seq: *seq, body: &self.bytes[body.clone()] })
+    }
+}
+
+impl<'a> Batch<'a> {
     /// The batch's changes, in the order they were made.
-    pub fn changes(&self) -> impl Iterator<Item = io::Result<Change<'_>>> {
+    pub fn changes(&self) -> impl Iterator<Item = io::Result<Change<'a>>> + use<'a> {
         let mut rest = &self.body[8..];
         std::iter::from_fn(move || {
             if rest.is_empty() {
@@ -176,14 +191,22 @@ mod tests {
         Box::new(file)
     }
 
-    fn changes(batch: &Batch) -> Vec<(u8, Vec<u8>, Option<Vec<u8>>)> {
+    /// A change as owned (table, key, value).
+    type Owned = (u8, Vec<u8>, Option<Vec<u8>>);
+
+    fn batches(file: &[u8]) -> Vec<(u64, Vec<Owned>)> {
+        let (_, records) = Journal::open(backend_with(file)).unwrap();
+        records.iter().map(|b| (b.seq, changes(&b))).collect()
+    }
+
+    fn changes(batch: &Batch<'_>) -> Vec<Owned> {
         batch.changes().map(|c| c.unwrap()).map(|c| (c.table, c.key.to_vec(), c.value.map(<[u8]>::to_vec))).collect()
     }
 
     #[test]
     fn batches_read_back_in_order_and_a_torn_tail_ends_the_journal() {
         let (mut journal, none) = Journal::open(Box::new(InMemoryBackend::new())).unwrap();
-        assert!(none.is_empty());
+        assert_eq!(none.iter().count(), 0);
         let mut one = Vec::new();
         encode_change(&mut one, 3, b"key", Some(b"value"));
         encode_change(&mut one, 4, b"gone", None);
@@ -197,13 +220,12 @@ mod tests {
         assert_eq!(journal.file.len().unwrap(), GROWTH);
         let mut file = vec![0; GROWTH as usize];
         journal.file.read(0, &mut file).unwrap();
-        let (reopened, batches) = Journal::open(backend_with(&file)).unwrap();
-        assert_eq!((reopened.len(), batches.len()), (whole, 2));
+        let (reopened, records) = Journal::open(backend_with(&file)).unwrap();
+        assert_eq!((reopened.len(), records.iter().count()), (whole, 2));
 
         // Cut at every length, a torn tail ends the journal.
         let bytes = &file[..whole as usize];
         for cut in 0..=bytes.len() {
-            let (_, batches) = Journal::open(backend_with(&bytes[..cut])).unwrap();
             let expect = if cut == bytes.len() {
                 2
             } else if cut >= bytes.len() - (HEADER + 8 + 9) {
@@ -211,21 +233,20 @@ mod tests {
             } else {
                 0
             };
-            assert_eq!(batches.len(), expect, "cut at {cut}");
+            assert_eq!(batches(&bytes[..cut]).len(), expect, "cut at {cut}");
         }
-        let (_, batches) = Journal::open(backend_with(bytes)).unwrap();
-        assert_eq!(batches[0].seq, 7);
         assert_eq!(
-            changes(&batches[0]),
-            vec![(3, b"key".to_vec(), Some(b"value".to_vec())), (4, b"gone".to_vec(), None)]
+            batches(bytes),
+            vec![
+                (7, vec![(3, b"key".to_vec(), Some(b"value".to_vec())), (4, b"gone".to_vec(), None)]),
+                (8, vec![(0, vec![], Some(vec![]))]),
+            ]
         );
-        assert_eq!(batches[1].seq, 8);
-        assert_eq!(changes(&batches[1]), vec![(0, vec![], Some(vec![]))]);
 
         // A flipped bit fails the checksum; a batch out of sequence is not read.
         let mut flipped = bytes.to_vec();
         flipped[HEADER + 9] ^= 1;
-        assert!(Journal::open(backend_with(&flipped)).unwrap().1.is_empty());
+        assert!(batches(&flipped).is_empty());
 
         journal.clear().unwrap();
         assert_eq!((journal.len(), journal.file.len().unwrap()), (0, 0));
@@ -233,7 +254,7 @@ mod tests {
         journal.append(22, &two).unwrap();
         let mut bytes = vec![0; journal.len() as usize];
         journal.file.read(0, &mut bytes).unwrap();
-        let seqs: Vec<u64> = Journal::open(backend_with(&bytes)).unwrap().1.iter().map(|b| b.seq).collect();
+        let seqs: Vec<u64> = batches(&bytes).into_iter().map(|(seq, _)| seq).collect();
         assert_eq!(seqs, vec![20]);
     }
 }

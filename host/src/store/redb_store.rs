@@ -136,8 +136,9 @@ impl RedbStore {
 
     fn start(db: Database, journal: impl StorageBackend, options: &StoreOptions) -> anyhow::Result<RedbStore> {
         prepare(&db)?;
-        let (journal, batches) = Journal::open(Box::new(journal))?;
-        let (next_seq, journal_seq) = replay(&db, batches)?;
+        let (journal, records) = Journal::open(Box::new(journal))?;
+        let (next_seq, journal_seq) = replay(&db, &records)?;
+        drop(records);
         let mut log = Log::new(journal, journal_seq, options.fold.clone());
         // The file now holds every batch: start the journal afresh.
         log.clear()?;
@@ -195,13 +196,13 @@ fn prepare(db: &Database) -> anyhow::Result<()> {
 
 /// Apply the journaled batches the file does not hold yet, in one durable commit.
 /// Returns the next job seq and the last batch the file now holds.
-fn replay(db: &Database, batches: Vec<super::journal::Batch>) -> anyhow::Result<(u64, u64)> {
+fn replay(db: &Database, records: &super::journal::Records) -> anyhow::Result<(u64, u64)> {
     let txn = db.begin_write()?;
     let seqs = {
         let mut tables = Tables::open(&txn)?;
         let mut journal_seq = tables.meta.get("journal_seq")?.map(|v| v.value()).unwrap_or(0);
         let last_held = journal_seq;
-        for batch in batches.iter().filter(|b| b.seq > last_held) {
+        for batch in records.iter().filter(|b| b.seq > last_held) {
             anyhow::ensure!(
                 batch.seq == journal_seq + 1,
                 "the journal starts at batch {} but the database file holds batches up to {journal_seq}",

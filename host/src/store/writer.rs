@@ -220,15 +220,18 @@ impl Writer {
     /// Between two batches, replace the database with the one `build` makes from it
     /// (no write runs meanwhile); readers move to the new one at their next read.
     pub async fn replace(&self, build: impl FnOnce(&Database) -> Result<Database> + Send + 'static) -> Result<()> {
-        let (done, wait) = oneshot::channel();
-        self.tx.send(Msg::Replace(Box::new(build), done)).map_err(|_| Error::internal("the writer has stopped"))?;
-        wait.await.map_err(|_| Error::internal("the writer stopped"))?
+        self.between_batches(|done| Msg::Replace(Box::new(build), done)).await
     }
 
     /// Fold the journal into the database file now (at shutdown).
     pub async fn fold(&self) -> Result<()> {
+        self.between_batches(Msg::Fold).await
+    }
+
+    /// Send a message the writer handles between two batches, and wait for its answer.
+    async fn between_batches(&self, msg: impl FnOnce(oneshot::Sender<Result<()>>) -> Msg) -> Result<()> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Msg::Fold(done)).map_err(|_| Error::internal("the writer has stopped"))?;
+        self.tx.send(msg(done)).map_err(|_| Error::internal("the writer has stopped"))?;
         wait.await.map_err(|_| Error::internal("the writer stopped"))?
     }
 
