@@ -214,29 +214,6 @@ struct ServeArgs {
     plugin_compile_timeout_s: u64,
 }
 
-/// JSON lines to stdout, written by a logging thread: request threads only format
-/// and hand the line over, and the thread writes whatever queued up in one write
-/// (the profile showed a write syscall per line as a tenth of the request threads'
-/// time). Lossless: a full queue (128,000 lines) blocks the logger rather than drop.
-/// The returned guard writes out the queue when dropped, at shutdown.
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("sluice-log")
-        .finish(stdout);
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .init();
-    guard
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -280,7 +257,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run_server(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
-    let _log = init_logging();
+    let _log = crate::logging::init();
     let config = ServeConfig {
         data_dir: args.data,
         listen: args.listen,
