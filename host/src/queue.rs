@@ -21,7 +21,7 @@ use crate::plugins::PluginHost;
 use crate::pseudonym::Pseudonyms;
 use crate::store::RestoreScope;
 use crate::store::{
-    Change, ClaimRequest, Command, JobFilter, JobPage, NewJob, NoteRequest, PauseScope, QueueView, Store,
+    Change, ClaimRequest, Command, JobFilter, JobMark, JobPage, NewJob, NoteRequest, PauseScope, QueueView, Store,
     TransitionRequest,
 };
 
@@ -405,6 +405,7 @@ impl QueueService {
                     notes.push(NoteRequest {
                         tenant: tenant.to_owned(),
                         job_uuid: job.job_uuid,
+                        mark: JobMark::of(&job),
                         action: "claim_judged".into(),
                         actor: actor.clone(),
                         judgement,
@@ -458,6 +459,7 @@ impl QueueService {
                         let note = NoteRequest {
                             tenant: tenant.to_owned(),
                             job_uuid,
+                            mark: JobMark::of(&job),
                             action: format!("{name}_refused"),
                             actor: actor.clone(),
                             judgement,

@@ -9,8 +9,8 @@ use redb::{Key, ReadTransaction, ReadableTable, TableDefinition};
 
 use super::codec::decode;
 use super::tables::*;
-use super::write_ops::{STUCK_COUNT, index_keys, retention_key};
-use crate::model::{Job, JobState};
+use super::write_ops::{STUCK_COUNT, index_keys};
+use crate::model::Job;
 
 type Check<T = ()> = Result<T, String>;
 
@@ -39,7 +39,7 @@ struct Expected {
 impl Expected {
     fn add(&mut self, job: &Job) {
         let k = index_keys(job);
-        let (tenant, queue) = (k.tenant.to_owned(), k.queue.to_owned());
+        let (tenant, queue) = (k.tenant.to_string(), k.queue.to_string());
         if let Some((stage, prio, order)) = k.ready {
             self.ready.insert((tenant.clone(), queue.clone(), stage, prio, order, k.seq));
         }
@@ -50,11 +50,11 @@ impl Expected {
             self.stuck.insert((tenant.clone(), k.seq));
             *self.counts.entry((tenant.clone(), queue.clone(), STUCK_COUNT)).or_default() += 1;
         }
-        self.retention.extend(retention_key(job));
-        if job.held() {
+        self.retention.extend(k.retention);
+        if k.held {
             self.held.insert((tenant.clone(), k.seq));
         }
-        if job.state == JobState::Pending {
+        if k.pending {
             *self.tenant_pending.entry(tenant.clone()).or_default() += 1;
             *self.user_pending.entry((tenant.clone(), job.user_id.clone())).or_default() += 1;
         }

@@ -119,11 +119,13 @@ pub fn scrub(
     let txn = db.begin_write().map_err(internal)?;
     let erased = {
         let mut tables = Tables::open(&txn).map_err(internal)?;
-        match super::privacy_ops::erase_subjects(&mut tables, secret, subjects) {
+        let erased = match super::privacy_ops::erase_subjects(&mut tables, secret, subjects) {
             Ok(erased) => erased,
             Err(super::writer::OpError::Refused(e)) => return Err(e),
             Err(super::writer::OpError::Storage(e)) => return Err(internal(e)),
-        }
+        };
+        tables.flush_counters().map_err(internal)?;
+        erased
     };
     txn.commit().map_err(internal)?;
     if !erased {

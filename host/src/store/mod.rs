@@ -244,11 +244,29 @@ pub struct TransitionRequest {
     pub judgement: Option<Judgement>,
 }
 
-/// A history event that changes nothing else (a veto, a judged claim).
+/// The job as a history event describes it: which job, and the state, attempt and
+/// revision the event finds or leaves it at.
+#[derive(Clone, Copy, Debug)]
+pub struct JobMark {
+    pub seq: u64,
+    pub state: JobState,
+    pub attempt: u32,
+    pub revision: u64,
+}
+
+impl JobMark {
+    pub fn of(job: &Job) -> JobMark {
+        JobMark { seq: job.seq, state: job.state, attempt: job.attempt, revision: job.revision }
+    }
+}
+
+/// A history event that changes nothing else (a veto, a judged claim). It records
+/// the job as the plugin judged it (`mark`), so the writer need not read the job.
 #[derive(Clone, Debug)]
 pub struct NoteRequest {
     pub tenant: String,
     pub job_uuid: Uuid,
+    pub mark: JobMark,
     pub action: String,
     pub actor: Actor,
     pub judgement: Judgement,

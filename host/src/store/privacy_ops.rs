@@ -7,11 +7,11 @@ use redb::ReadableTable;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::PendingErasure;
 use super::codec::{decode, encode};
 use super::tables::Tables;
-use super::write_ops::{delete_job, put_job, record_event};
+use super::write_ops::{delete_job, index_keys, put_job, record_event};
 use super::writer::{OpError, WriteCtx};
+use super::{JobMark, PendingErasure};
 use crate::error::Error;
 use crate::model::*;
 
@@ -97,9 +97,9 @@ pub fn set_job_hold(
     job.legal_hold = hold;
     job.revision += 1;
     job.updated_at = ctx.now;
-    put_job(t, Some(&old), &job)?;
+    put_job(t, Some(&index_keys(&old)), &job)?;
     let action = if hold { "legal_hold_place" } else { "legal_hold_lift" };
-    record_event(t, &job, action, Some(job.state), actor, json!({ "reason": reason }), ctx.now)?;
+    record_event(t, JobMark::of(&job), action, Some(job.state), actor, json!({ "reason": reason }), ctx.now)?;
     audit(t, ctx.now, action, actor, Some(tenant), json!({ "job_uuid": job_uuid }))?;
     Ok(job)
 }
@@ -143,7 +143,7 @@ pub fn set_user_hold(
             job.user_hold = held;
             job.revision += 1;
             job.updated_at = now;
-            put_job(t, Some(&old), &job)?;
+            put_job(t, Some(&index_keys(&old)), &job)?;
         }
     }
     let action = if held { "user_hold_place" } else { "user_hold_lift" };

@@ -4,9 +4,10 @@
 
 use std::borrow::Borrow;
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use redb::{AccessGuard, Key, StorageError, Table, TableDefinition, Value, WriteTransaction};
+use redb::{AccessGuard, Key, ReadableTable, StorageError, Table, TableDefinition, Value, WriteTransaction};
 
 use super::journal::{Change, encode_change};
 
@@ -153,13 +154,61 @@ impl<'t, K: Key + 'static, V: Value + 'static> std::ops::Deref for Logged<'t, K,
     }
 }
 
+/// A table of counts (the job counters) whose changes in one transaction are summed
+/// in memory and written once, at `Tables::flush_counters`: a batch of 500 claims
+/// writes its queue's counters once each, not 500 times. Reads (`get`) include the
+/// sums not yet written; there is no other access, so no read can miss them.
+pub struct Counted<'t, K: Key + 'static, V: Value + 'static> {
+    table: Logged<'t, K, V>,
+    deltas: BTreeMap<Vec<u8>, i64>,
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static> From<Logged<'t, K, V>> for Counted<'t, K, V> {
+    fn from(table: Logged<'t, K, V>) -> Self {
+        Counted { table, deltas: BTreeMap::new() }
+    }
+}
+
+impl<'t, K: Key + 'static, V: for<'a> Value<SelfType<'a> = u64> + 'static> Counted<'t, K, V> {
+    pub fn get<'k>(&self, key: impl Borrow<K::SelfType<'k>>) -> Result<u64, StorageError> {
+        let delta = self.deltas.get(K::as_bytes(key.borrow()).as_ref()).copied().unwrap_or(0);
+        let stored = self.table.get(key)?.map(|v| v.value()).unwrap_or(0);
+        Ok(stored.saturating_add_signed(delta))
+    }
+
+    pub fn add<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>, delta: i64) {
+        *self.deltas.entry(K::as_bytes(key.borrow()).as_ref().to_vec()).or_default() += delta;
+    }
+
+    /// Write the summed changes; a count that reaches 0 is removed.
+    fn flush(&mut self) -> Result<(), StorageError> {
+        for (key, delta) in std::mem::take(&mut self.deltas) {
+            if delta == 0 {
+                continue;
+            }
+            let key = K::from_bytes(&key);
+            let next = self.table.get(&key)?.map(|v| v.value()).unwrap_or(0).saturating_add_signed(delta);
+            if next == 0 {
+                self.table.remove(&key)?;
+            } else {
+                self.table.insert(&key, next)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
+        self.table.apply(key, value)
+    }
+}
+
 /// Declares `Tables` from one list. The number is the table's id in the journal:
 /// a journal is replayed by the next version of the binary, so ids never change.
 macro_rules! tables {
-    ($($id:literal $field:ident: $def:ident <$k:ty, $v:ty>,)*) => {
+    ($($id:literal $field:ident: $wrap:ident $def:ident <$k:ty, $v:ty>,)*) => {
         /// All tables of one write transaction, opened once per batch.
         pub struct Tables<'t> {
-            $(pub $field: Logged<'t, $k, $v>,)*
+            $(pub $field: $wrap<'t, $k, $v>,)*
             changes: Changes,
         }
 
@@ -167,7 +216,7 @@ macro_rules! tables {
             pub fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, redb::TableError> {
                 let changes = Changes::default();
                 Ok(Tables {
-                    $($field: Logged { table: txn.open_table($def)?, id: $id, changes: changes.clone() },)*
+                    $($field: Logged { table: txn.open_table($def)?, id: $id, changes: changes.clone() }.into(),)*
                     changes,
                 })
             }
@@ -185,46 +234,54 @@ macro_rules! tables {
 }
 
 tables! {
-    0 jobs: JOBS<u64, &'static [u8]>,
-    1 uuids: UUIDS<(&'static str, u128), u64>,
-    2 ready: READY<(&'static str, &'static str, u8, u32, u64, u64), ()>,
-    3 due: DUE<(u64, u64), ()>,
-    4 leases: LEASES<(u64, u64), ()>,
-    5 stuck_due: STUCK_DUE<(u64, u64), ()>,
-    6 stuck: STUCK<(&'static str, u64), ()>,
-    7 by_state: BY_STATE<(&'static str, u8, u64), ()>,
-    8 by_tenant: BY_TENANT<(&'static str, u64), ()>,
-    9 by_user: BY_USER<(&'static str, &'static str, u64), ()>,
-    10 counts: COUNTS<(&'static str, &'static str, u8), u64>,
-    11 history: HISTORY<(u64, u32), &'static [u8]>,
-    12 queues: QUEUES<(&'static str, &'static str), &'static [u8]>,
-    13 breakers: BREAKERS<(&'static str, &'static str, &'static str), &'static [u8]>,
-    14 tenants: TENANTS<&'static str, &'static [u8]>,
-    15 keys: KEYS<&'static str, &'static [u8]>,
-    16 user_keys: USER_KEYS<(&'static str, &'static str), &'static [u8]>,
-    17 meta: META<&'static str, u64>,
-    18 plugins: PLUGINS<(&'static str, &'static str), &'static [u8]>,
-    19 plugin_components: PLUGIN_COMPONENTS<(&'static str, &'static str), &'static [u8]>,
-    20 plugin_artifacts: PLUGIN_ARTIFACTS<(&'static str, &'static str), &'static [u8]>,
-    21 bindings: BINDINGS<(&'static str, &'static str, &'static str, u8), &'static [u8]>,
-    22 tenant_config: TENANT_CONFIG<&'static str, &'static [u8]>,
-    23 user_config: USER_CONFIG<(&'static str, &'static str), &'static [u8]>,
-    24 alerts: ALERTS<(&'static str, &'static str), &'static [u8]>,
-    25 alert_events: ALERT_EVENTS<(&'static str, u64), &'static [u8]>,
-    26 user_pending: USER_PENDING<(&'static str, &'static str), u64>,
-    27 tenant_pending: TENANT_PENDING<&'static str, u64>,
-    28 retention: RETENTION<(u64, u64, u64), ()>,
-    29 held: HELD<(&'static str, u64), ()>,
-    30 user_holds: USER_HOLDS<(&'static str, &'static str), &'static [u8]>,
-    31 limits: LIMITS<&'static str, &'static [u8]>,
-    32 audit: AUDIT<u64, &'static [u8]>,
-    33 receipts: RECEIPTS<(&'static str, &'static str), &'static [u8]>,
-    34 ledger: LEDGER<&'static [u8], &'static str>,
-    35 pending_erasures: PENDING_ERASURES<(&'static str, &'static str), &'static [u8]>,
-    36 secrets: SECRETS<&'static str, &'static [u8]>,
+    0 jobs: Logged JOBS<u64, &'static [u8]>,
+    1 uuids: Logged UUIDS<(&'static str, u128), u64>,
+    2 ready: Logged READY<(&'static str, &'static str, u8, u32, u64, u64), ()>,
+    3 due: Logged DUE<(u64, u64), ()>,
+    4 leases: Logged LEASES<(u64, u64), ()>,
+    5 stuck_due: Logged STUCK_DUE<(u64, u64), ()>,
+    6 stuck: Logged STUCK<(&'static str, u64), ()>,
+    7 by_state: Logged BY_STATE<(&'static str, u8, u64), ()>,
+    8 by_tenant: Logged BY_TENANT<(&'static str, u64), ()>,
+    9 by_user: Logged BY_USER<(&'static str, &'static str, u64), ()>,
+    10 counts: Counted COUNTS<(&'static str, &'static str, u8), u64>,
+    11 history: Logged HISTORY<(u64, u32), &'static [u8]>,
+    12 queues: Logged QUEUES<(&'static str, &'static str), &'static [u8]>,
+    13 breakers: Logged BREAKERS<(&'static str, &'static str, &'static str), &'static [u8]>,
+    14 tenants: Logged TENANTS<&'static str, &'static [u8]>,
+    15 keys: Logged KEYS<&'static str, &'static [u8]>,
+    16 user_keys: Logged USER_KEYS<(&'static str, &'static str), &'static [u8]>,
+    17 meta: Logged META<&'static str, u64>,
+    18 plugins: Logged PLUGINS<(&'static str, &'static str), &'static [u8]>,
+    19 plugin_components: Logged PLUGIN_COMPONENTS<(&'static str, &'static str), &'static [u8]>,
+    20 plugin_artifacts: Logged PLUGIN_ARTIFACTS<(&'static str, &'static str), &'static [u8]>,
+    21 bindings: Logged BINDINGS<(&'static str, &'static str, &'static str, u8), &'static [u8]>,
+    22 tenant_config: Logged TENANT_CONFIG<&'static str, &'static [u8]>,
+    23 user_config: Logged USER_CONFIG<(&'static str, &'static str), &'static [u8]>,
+    24 alerts: Logged ALERTS<(&'static str, &'static str), &'static [u8]>,
+    25 alert_events: Logged ALERT_EVENTS<(&'static str, u64), &'static [u8]>,
+    26 user_pending: Counted USER_PENDING<(&'static str, &'static str), u64>,
+    27 tenant_pending: Counted TENANT_PENDING<&'static str, u64>,
+    28 retention: Logged RETENTION<(u64, u64, u64), ()>,
+    29 held: Logged HELD<(&'static str, u64), ()>,
+    30 user_holds: Logged USER_HOLDS<(&'static str, &'static str), &'static [u8]>,
+    31 limits: Logged LIMITS<&'static str, &'static [u8]>,
+    32 audit: Logged AUDIT<u64, &'static [u8]>,
+    33 receipts: Logged RECEIPTS<(&'static str, &'static str), &'static [u8]>,
+    34 ledger: Logged LEDGER<&'static [u8], &'static str>,
+    35 pending_erasures: Logged PENDING_ERASURES<(&'static str, &'static str), &'static [u8]>,
+    36 secrets: Logged SECRETS<&'static str, &'static [u8]>,
 }
 
 impl Tables<'_> {
+    /// Write the counters' summed changes. Due before the transaction commits (and
+    /// before `take_changes`).
+    pub fn flush_counters(&mut self) -> Result<(), StorageError> {
+        self.counts.flush()?;
+        self.user_pending.flush()?;
+        self.tenant_pending.flush()
+    }
+
     /// Take the changes made so far (empty if nothing changed).
     pub fn take_changes(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.changes.bytes.borrow_mut())

@@ -4,6 +4,8 @@
 //! the old and the new record, so indexes cannot drift from the jobs table.
 //! Every state change goes through `machine::decide`.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Duration, Utc};
 use redb::ReadableTable;
 use serde_json::{Map, Value, json};
@@ -12,7 +14,8 @@ use super::codec::{decode, encode};
 use super::tables::Tables;
 use super::writer::{OpError, WriteCtx};
 use super::{
-    Change, ClaimRequest, Claimed, Command, InsertCaps, NewJob, NoteRequest, PauseScope, Promoted, TransitionRequest,
+    Change, ClaimRequest, Claimed, Command, InsertCaps, JobMark, NewJob, NoteRequest, PauseScope, Promoted,
+    TransitionRequest,
 };
 use crate::error::{Code, Error};
 use crate::limits::{self, Holder};
@@ -21,10 +24,13 @@ use crate::model::*;
 
 type OpResult<T> = Result<T, OpError>;
 
-/// The index entries a job record implies.
+/// The index entries a job record implies. Taken before a change and kept
+/// (`into_owned`), they let `put_job` remove the old entries of a job that was
+/// changed in place, without a copy of the whole record.
 pub(super) struct IndexKeys<'j> {
-    pub tenant: &'j str,
-    pub queue: &'j str,
+    pub tenant: Cow<'j, str>,
+    pub queue: Cow<'j, str>,
+    pub user_id: Cow<'j, str>,
     pub state: u8,
     pub seq: u64,
     pub ready: Option<(u8, u32, u64)>,
@@ -33,6 +39,21 @@ pub(super) struct IndexKeys<'j> {
     /// When the stuck detector should look at it.
     pub stuck_due: Option<u64>,
     pub stuck: bool,
+    pub retention: Option<(u64, u64, u64)>,
+    pub held: bool,
+    /// Counted by the pending-job quota counters.
+    pub pending: bool,
+}
+
+impl IndexKeys<'_> {
+    pub fn into_owned(self) -> IndexKeys<'static> {
+        IndexKeys {
+            tenant: Cow::Owned(self.tenant.into_owned()),
+            queue: Cow::Owned(self.queue.into_owned()),
+            user_id: Cow::Owned(self.user_id.into_owned()),
+            ..self
+        }
+    }
 }
 
 /// The pseudo-state under which `state_counts` counts stuck jobs.
@@ -42,8 +63,9 @@ pub(super) fn index_keys(job: &Job) -> IndexKeys<'_> {
     let ready = (job.state == JobState::Pending && job.due_at.is_none())
         .then(|| (job.stage.code(), priority_key(job.priority), time_key(job.run_at)));
     IndexKeys {
-        tenant: &job.tenant,
-        queue: &job.queue,
+        tenant: Cow::Borrowed(&job.tenant),
+        queue: Cow::Borrowed(&job.queue),
+        user_id: Cow::Borrowed(&job.user_id),
         state: job.state.code(),
         seq: job.seq,
         ready,
@@ -53,6 +75,9 @@ pub(super) fn index_keys(job: &Job) -> IndexKeys<'_> {
             .flatten(),
         stuck_due: job.stuck_at.filter(|_| !job.stuck).map(time_key),
         stuck: job.stuck,
+        retention: retention_key(job),
+        held: job.held(),
+        pending: job.state == JobState::Pending,
     }
 }
 
@@ -88,13 +113,13 @@ pub fn detect_stuck(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<Ch
             Some(deadline) if deadline <= now => {
                 job.stuck = true;
                 job.stuck_at = None;
-                put_job(t, Some(&old), &job)?;
-                record(t, &job, "stuck", Some(old.state), &actor, Map::new(), now)?;
+                put_job(t, Some(&index_keys(&old)), &job)?;
+                record(t, JobMark::of(&job), "stuck", Some(old.state), &actor, Map::new(), now)?;
                 changes.push(Change { job, from: old.state, action: "stuck" });
             }
             other => {
                 job.stuck_at = other;
-                put_job(t, Some(&old), &job)?;
+                put_job(t, Some(&index_keys(&old)), &job)?;
             }
         }
     }
@@ -122,9 +147,17 @@ fn recheck_stuck(
         let mut job = old.clone();
         arm_stuck(&mut job, config, now);
         if job.stuck != old.stuck || job.stuck_at != old.stuck_at {
-            put_job(t, Some(&old), &job)?;
+            put_job(t, Some(&index_keys(&old)), &job)?;
             if !job.stuck {
-                record(t, &job, "unstuck", Some(old.state), &Actor::host("stuck_detector"), Map::new(), now)?;
+                record(
+                    t,
+                    JobMark::of(&job),
+                    "unstuck",
+                    Some(old.state),
+                    &Actor::host("stuck_detector"),
+                    Map::new(),
+                    now,
+                )?;
             }
         }
     }
@@ -136,8 +169,9 @@ fn priority_key(priority: i32) -> u32 {
     (i32::MAX as i64 - priority as i64) as u32
 }
 
-/// Store `new`, replacing `old` (same seq), keeping every index in step.
-pub fn put_job(t: &mut Tables<'_>, old: Option<&Job>, new: &Job) -> OpResult<()> {
+/// Store `new`, replacing the job whose index entries were `old` (same seq),
+/// keeping every index in step.
+pub fn put_job(t: &mut Tables<'_>, old: Option<&IndexKeys<'_>>, new: &Job) -> OpResult<()> {
     match old {
         Some(old) => remove_indexes(t, old)?,
         None => {
@@ -145,7 +179,7 @@ pub fn put_job(t: &mut Tables<'_>, old: Option<&Job>, new: &Job) -> OpResult<()>
             t.by_user.insert((new.tenant.as_str(), new.user_id.as_str(), new.seq), ())?;
         }
     }
-    add_indexes(t, new)?;
+    add_indexes(t, &index_keys(new))?;
     t.jobs.insert(new.seq, encode(new).as_slice())?;
     Ok(())
 }
@@ -153,7 +187,7 @@ pub fn put_job(t: &mut Tables<'_>, old: Option<&Job>, new: &Job) -> OpResult<()>
 /// Delete a job with its history and every index entry; its job_uuid stays as a
 /// tombstone (seq 0), so the uuid is never accepted again.
 pub fn delete_job(t: &mut Tables<'_>, job: &Job) -> OpResult<()> {
-    remove_indexes(t, job)?;
+    remove_indexes(t, &index_keys(job))?;
     t.by_tenant.remove((job.tenant.as_str(), job.seq))?;
     t.by_user.remove((job.tenant.as_str(), job.user_id.as_str(), job.seq))?;
     t.jobs.remove(job.seq)?;
@@ -170,15 +204,15 @@ pub fn delete_job(t: &mut Tables<'_>, job: &Job) -> OpResult<()> {
 }
 
 /// The retention index key of a job: terminal, with a retention, not held.
-pub(super) fn retention_key(job: &Job) -> Option<(u64, u64, u64)> {
+fn retention_key(job: &Job) -> Option<(u64, u64, u64)> {
     let days = job.retention_days()?;
     (job.state.is_terminal() && !job.held()).then(|| (days, time_key(job.updated_at), job.seq))
 }
 
-fn remove_indexes(t: &mut Tables<'_>, old: &Job) -> OpResult<()> {
-    let k = index_keys(old);
+fn remove_indexes(t: &mut Tables<'_>, k: &IndexKeys<'_>) -> OpResult<()> {
+    let (tenant, queue) = (k.tenant.as_ref(), k.queue.as_ref());
     if let Some((stage, prio, order)) = k.ready {
-        t.ready.remove((k.tenant, k.queue, stage, prio, order, k.seq))?;
+        t.ready.remove((tenant, queue, stage, prio, order, k.seq))?;
     }
     if let Some(due) = k.due {
         t.due.remove((due, k.seq))?;
@@ -190,26 +224,27 @@ fn remove_indexes(t: &mut Tables<'_>, old: &Job) -> OpResult<()> {
         t.stuck_due.remove((at, k.seq))?;
     }
     if k.stuck {
-        t.stuck.remove((k.tenant, k.seq))?;
-        add_count(t, k.tenant, k.queue, STUCK_COUNT, -1)?;
+        t.stuck.remove((tenant, k.seq))?;
+        t.counts.add((tenant, queue, STUCK_COUNT), -1);
     }
-    if let Some(key) = retention_key(old) {
+    if let Some(key) = k.retention {
         t.retention.remove(key)?;
     }
-    if old.held() {
-        t.held.remove((k.tenant, k.seq))?;
+    if k.held {
+        t.held.remove((tenant, k.seq))?;
     }
-    if old.state == JobState::Pending {
-        add_pending(t, old, -1)?;
+    if k.pending {
+        add_pending(t, tenant, &k.user_id, -1);
     }
-    t.by_state.remove((k.tenant, k.state, k.seq))?;
-    add_count(t, k.tenant, k.queue, k.state, -1)
+    t.by_state.remove((tenant, k.state, k.seq))?;
+    t.counts.add((tenant, queue, k.state), -1);
+    Ok(())
 }
 
-fn add_indexes(t: &mut Tables<'_>, new: &Job) -> OpResult<()> {
-    let k = index_keys(new);
+fn add_indexes(t: &mut Tables<'_>, k: &IndexKeys<'_>) -> OpResult<()> {
+    let (tenant, queue) = (k.tenant.as_ref(), k.queue.as_ref());
     if let Some((stage, prio, order)) = k.ready {
-        t.ready.insert((k.tenant, k.queue, stage, prio, order, k.seq), ())?;
+        t.ready.insert((tenant, queue, stage, prio, order, k.seq), ())?;
     }
     if let Some(due) = k.due {
         t.due.insert((due, k.seq), ())?;
@@ -221,20 +256,21 @@ fn add_indexes(t: &mut Tables<'_>, new: &Job) -> OpResult<()> {
         t.stuck_due.insert((at, k.seq), ())?;
     }
     if k.stuck {
-        t.stuck.insert((k.tenant, k.seq), ())?;
-        add_count(t, k.tenant, k.queue, STUCK_COUNT, 1)?;
+        t.stuck.insert((tenant, k.seq), ())?;
+        t.counts.add((tenant, queue, STUCK_COUNT), 1);
     }
-    if let Some(key) = retention_key(new) {
+    if let Some(key) = k.retention {
         t.retention.insert(key, ())?;
     }
-    if new.held() {
-        t.held.insert((k.tenant, k.seq), ())?;
+    if k.held {
+        t.held.insert((tenant, k.seq), ())?;
     }
-    if new.state == JobState::Pending {
-        add_pending(t, new, 1)?;
+    if k.pending {
+        add_pending(t, tenant, &k.user_id, 1);
     }
-    t.by_state.insert((k.tenant, k.state, k.seq), ())?;
-    add_count(t, k.tenant, k.queue, k.state, 1)
+    t.by_state.insert((tenant, k.state, k.seq), ())?;
+    t.counts.add((tenant, queue, k.state), 1);
+    Ok(())
 }
 
 /// Storage schema 1 to 2: add the entries of the indexes schema 2 introduced
@@ -244,40 +280,15 @@ pub fn add_schema2_entries(t: &mut Tables<'_>, job: &Job) -> OpResult<()> {
         t.retention.insert(key, ())?;
     }
     if job.state == JobState::Pending {
-        add_pending(t, job, 1)?;
+        add_pending(t, &job.tenant, &job.user_id, 1);
     }
     Ok(())
 }
 
 /// The pending-job counters the quotas read: per user and per tenant.
-fn add_pending(t: &mut Tables<'_>, job: &Job, delta: i64) -> OpResult<()> {
-    let user_key = (job.tenant.as_str(), job.user_id.as_str());
-    let user = t.user_pending.get(user_key)?.map(|v| v.value()).unwrap_or(0).saturating_add_signed(delta);
-    if user == 0 {
-        t.user_pending.remove(user_key)?;
-    } else {
-        t.user_pending.insert(user_key, user)?;
-    }
-    let tenant =
-        t.tenant_pending.get(job.tenant.as_str())?.map(|v| v.value()).unwrap_or(0).saturating_add_signed(delta);
-    if tenant == 0 {
-        t.tenant_pending.remove(job.tenant.as_str())?;
-    } else {
-        t.tenant_pending.insert(job.tenant.as_str(), tenant)?;
-    }
-    Ok(())
-}
-
-fn add_count(t: &mut Tables<'_>, tenant: &str, queue: &str, state: u8, delta: i64) -> OpResult<()> {
-    let key = (tenant, queue, state);
-    let current = t.counts.get(key)?.map(|v| v.value()).unwrap_or(0);
-    let next = (current as i64 + delta).max(0) as u64;
-    if next == 0 {
-        t.counts.remove(key)?;
-    } else {
-        t.counts.insert(key, next)?;
-    }
-    Ok(())
+fn add_pending(t: &mut Tables<'_>, tenant: &str, user_id: &str, delta: i64) {
+    t.user_pending.add((tenant, user_id), delta);
+    t.tenant_pending.add(tenant, delta);
 }
 
 fn load_job(t: &Tables<'_>, seq: u64) -> OpResult<Job> {
@@ -296,7 +307,7 @@ fn find_job(t: &Tables<'_>, tenant: &str, job_uuid: uuid::Uuid) -> OpResult<Job>
 /// Append one event to the job's history.
 fn record(
     t: &mut Tables<'_>,
-    job: &Job,
+    job: JobMark,
     action: &str,
     from: Option<JobState>,
     actor: &Actor,
@@ -327,7 +338,7 @@ fn record(
 /// Append a history event with a JSON object of detail.
 pub fn record_event(
     t: &mut Tables<'_>,
-    job: &Job,
+    job: JobMark,
     action: &str,
     from: Option<JobState>,
     actor: &Actor,
@@ -380,13 +391,13 @@ fn check_queue_count(t: &Tables<'_>, tenant: &str, max: Option<u64>) -> OpResult
 /// Refuse a pending job past the tenant's or the user's `max_pending`.
 fn check_pending(t: &Tables<'_>, tenant: &str, user_id: &str, caps: &InsertCaps) -> OpResult<()> {
     if let Some(max) = caps.tenant_pending {
-        let now = t.tenant_pending.get(tenant)?.map(|v| v.value()).unwrap_or(0);
+        let now = t.tenant_pending.get(tenant)?;
         if now >= max {
             return Err(limits::exceeded(Holder::Tenant, "max_pending", format!("{now} of {max} pending jobs")).into());
         }
     }
     if let Some(max) = caps.user_pending.get(user_id).copied().flatten() {
-        let now = t.user_pending.get((tenant, user_id))?.map(|v| v.value()).unwrap_or(0);
+        let now = t.user_pending.get((tenant, user_id))?;
         if now >= max {
             return Err(limits::exceeded(Holder::User, "max_pending", format!("{now} of {max} pending jobs")).into());
         }
@@ -451,7 +462,7 @@ pub fn insert(
         Some(j) => detail(json!({ "plugin": j })),
         None => Map::new(),
     };
-    record(t, &job, "insert", None, actor, d, now)?;
+    record(t, JobMark::of(&job), "insert", None, actor, d, now)?;
     Ok(job)
 }
 
@@ -472,10 +483,11 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Claimed
         .collect::<Result<_, _>>()?;
     let mut claimed = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        let old = load_job(t, seq)?;
-        let mv = machine::decide(Action::Claim, old.state, Facts::default())
+        let mut job = load_job(t, seq)?;
+        let from = job.state;
+        let mv = machine::decide(Action::Claim, from, Facts::default())
             .map_err(|_| Error::internal("ready index holds a job that is not pending"))?;
-        let mut job = old.clone();
+        let before = index_keys(&job).into_owned();
         job.state = mv.to;
         job.attempt += 1;
         job.last_token += 1;
@@ -488,9 +500,9 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Claimed
         job.revision += 1;
         job.updated_at = ctx.now;
         arm_stuck(&mut job, &config, ctx.now);
-        put_job(t, Some(&old), &job)?;
+        put_job(t, Some(&before), &job)?;
         let d = detail(json!({ "token": job.last_token, "worker": req.worker, "lease_ms": req.lease_ms }));
-        record(t, &job, "claim", Some(old.state), &req.actor, d, ctx.now)?;
+        record(t, JobMark::of(&job), "claim", Some(from), &req.actor, d, ctx.now)?;
         claimed.push(job);
     }
     Ok(Claimed { jobs: claimed, paused: false })
@@ -539,7 +551,8 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
         Facts { attempts_left: old.attempt < old.max_attempts, breaker_open: breaker.is_open(), parked: old.parked };
     let mv = machine::decide(action, old.state, facts).map_err(|r| r.error(action, old.state))?;
 
-    let mut job = old.clone();
+    let (from, before) = (old.state, index_keys(&old).into_owned());
+    let mut job = old;
     job.state = mv.to;
     job.parked = mv.parked;
     job.revision += 1;
@@ -601,11 +614,11 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
         d.insert("plugin".into(), serde_json::to_value(judgement).unwrap_or_default());
     }
     arm_stuck(&mut job, &config, now);
-    put_job(t, Some(&old), &job)?;
+    put_job(t, Some(&before), &job)?;
     if action != Action::Heartbeat || d.contains_key("step") {
-        record(t, &job, name, Some(old.state), &req.actor, d, now)?;
+        record(t, JobMark::of(&job), name, Some(from), &req.actor, d, now)?;
     }
-    Ok(Change { job, from: old.state, action: name })
+    Ok(Change { job, from, action: name })
 }
 
 /// After a failed attempt the machine chose `failed` or `abandoned`: set lease and backoff.
@@ -686,9 +699,9 @@ pub fn expire_leases(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<C
         job.updated_at = now;
         store_breaker(t, &job, &breaker)?;
         arm_stuck(&mut job, &config, now);
-        put_job(t, Some(&old), &job)?;
+        put_job(t, Some(&index_keys(&old)), &job)?;
         let d = detail(json!({ "code": "LEASE_EXPIRED", "token": lease.map(|l| l.token) }));
-        record(t, &job, Action::ExpireLease.name(), Some(old.state), &actor, d, now)?;
+        record(t, JobMark::of(&job), Action::ExpireLease.name(), Some(old.state), &actor, d, now)?;
         changes.push(Change { job, from: old.state, action: Action::ExpireLease.name() });
     }
     Ok(changes)
@@ -718,11 +731,11 @@ pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promote
             job.revision += 1;
             job.updated_at = now;
             arm_stuck(&mut job, &config, now);
-            put_job(t, Some(&old), &job)?;
-            record(t, &job, Action::Reschedule.name(), Some(old.state), &actor, Map::new(), now)?;
+            put_job(t, Some(&index_keys(&old)), &job)?;
+            record(t, JobMark::of(&job), Action::Reschedule.name(), Some(old.state), &actor, Map::new(), now)?;
             promoted.changes.push(Change { job, from: old.state, action: Action::Reschedule.name() });
         } else {
-            put_job(t, Some(&old), &job)?;
+            put_job(t, Some(&index_keys(&old)), &job)?;
             let queue = (job.tenant.clone(), job.queue.clone());
             if !promoted.ready_queues.contains(&queue) {
                 promoted.ready_queues.push(queue);
@@ -735,9 +748,12 @@ pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promote
 /// A history event that changes nothing else: a veto, a judged claim.
 pub fn note(ctx: &mut WriteCtx<'_, '_>, req: NoteRequest) -> OpResult<()> {
     let t = &mut *ctx.tables;
-    let job = find_job(t, &req.tenant, req.job_uuid)?;
+    // Still this job (not deleted): its uuid still maps to its seq.
+    if t.uuids.get((req.tenant.as_str(), req.job_uuid.as_u128()))?.map(|v| v.value()) != Some(req.mark.seq) {
+        return Err(Error::not_found("job").into());
+    }
     let d = detail(json!({ "plugin": req.judgement }));
-    record(t, &job, &req.action, Some(job.state), &req.actor, d, ctx.now)
+    record(t, req.mark, &req.action, Some(req.mark.state), &req.actor, d, ctx.now)
 }
 
 pub fn put_queue_config(
@@ -798,8 +814,8 @@ pub fn reset_breakers(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, act
         job.revision += 1;
         job.updated_at = now;
         arm_stuck(&mut job, &config, now);
-        put_job(t, Some(&old), &job)?;
-        record(t, &job, "breaker_reset", Some(old.state), actor, Map::new(), now)?;
+        put_job(t, Some(&index_keys(&old)), &job)?;
+        record(t, JobMark::of(&job), "breaker_reset", Some(old.state), actor, Map::new(), now)?;
         changes.push(Change { job, from: old.state, action: "breaker_reset" });
     }
     Ok(changes)

@@ -387,6 +387,7 @@ fn apply_batch(
         }
         let seq = *ctx.next_seq;
         let mut finish = || -> Result<Option<(Vec<u8>, bool)>, redb::StorageError> {
+            tables.flush_counters()?;
             if seq != seq_before {
                 tables.meta.insert("next_seq", seq)?;
             }
