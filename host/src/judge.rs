@@ -25,7 +25,7 @@ pub enum Decision {
 fn log_call<T>(binding: &ActiveBinding, tenant: &str, report: &CallReport<T>, outcome: &str) {
     let p = &binding.plugin.plugin;
     let failure_code = report.result.as_ref().err().map(|f| f.code.as_str());
-    crate::metrics::plugin_call(tenant, p, outcome, failure_code, report.duration);
+    binding.plugin.metrics.call(outcome, failure_code, report.duration);
     tracing::info!(
         target: "sluice::plugin",
         tenant,

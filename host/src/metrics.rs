@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::model::{JobState, Plugin, now_ms};
@@ -21,22 +22,46 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// One plugin call: counted by outcome, failures by code, latency per plugin.
-pub fn plugin_call(tenant: &str, plugin: &Plugin, outcome: &str, failure_code: Option<&str>, duration: Duration) {
-    let labels = [
-        ("tenant", tenant.to_owned()),
-        ("kind", plugin.kind.as_str().to_owned()),
-        ("plugin", plugin.digest[..12].to_owned()),
-    ];
-    let mut with_outcome = labels.to_vec();
-    with_outcome.push(("outcome", outcome.to_owned()));
-    metrics::counter!("sluice_plugin_calls_total", &with_outcome).increment(1);
-    if let Some(code) = failure_code {
-        let mut with_code = labels.to_vec();
-        with_code.push(("code", code.to_owned()));
-        metrics::counter!("sluice_plugin_failures_total", &with_code).increment(1);
+/// The call metrics of one loaded plugin, registered when it is loaded: looking
+/// them up by labels on every call showed in the profile.
+pub struct PluginMetrics {
+    labels: [(&'static str, String); 3],
+    /// Calls by outcome, for the outcomes calls have.
+    calls: [(&'static str, Counter); 4],
+    duration: Histogram,
+}
+
+impl PluginMetrics {
+    pub fn new(plugin: &Plugin) -> PluginMetrics {
+        let labels = [
+            ("tenant", plugin.tenant.clone()),
+            ("kind", plugin.kind.as_str().to_owned()),
+            ("plugin", plugin.digest[..12].to_owned()),
+        ];
+        let calls = ["allowed", "rejected", "tagged", "failed"].map(|outcome| (outcome, Self::calls(&labels, outcome)));
+        let duration = metrics::histogram!("sluice_plugin_call_duration_seconds", &labels);
+        PluginMetrics { labels, calls, duration }
     }
-    metrics::histogram!("sluice_plugin_call_duration_seconds", &labels).record(duration.as_secs_f64());
+
+    fn calls(labels: &[(&'static str, String); 3], outcome: &str) -> Counter {
+        let mut with_outcome = labels.to_vec();
+        with_outcome.push(("outcome", outcome.to_owned()));
+        metrics::counter!("sluice_plugin_calls_total", &with_outcome)
+    }
+
+    /// One call: counted by outcome, failures by code, and its latency.
+    pub fn call(&self, outcome: &str, failure_code: Option<&str>, duration: Duration) {
+        match self.calls.iter().find(|(o, _)| *o == outcome) {
+            Some((_, counter)) => counter.increment(1),
+            None => Self::calls(&self.labels, outcome).increment(1),
+        }
+        if let Some(code) = failure_code {
+            let mut with_code = self.labels.to_vec();
+            with_code.push(("code", code.to_owned()));
+            metrics::counter!("sluice_plugin_failures_total", &with_code).increment(1);
+        }
+        self.duration.record(duration.as_secs_f64());
+    }
 }
 
 /// A request refused by a quota (the error names the limit); labelled by tenant

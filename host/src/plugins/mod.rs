@@ -43,6 +43,7 @@ use wit::types;
 /// A compiled plugin, ready to instantiate.
 pub struct LoadedPlugin {
     pub plugin: Plugin,
+    pub metrics: crate::metrics::PluginMetrics,
     pre: KindPre,
 }
 
@@ -162,7 +163,8 @@ impl PluginHost {
                 unsafe { Component::deserialize(&self.engine, &artifact)? }
             }
         };
-        let loaded = Arc::new(LoadedPlugin { pre: self.instance_pre(plugin.kind, &component)?, plugin });
+        let pre = self.instance_pre(plugin.kind, &component)?;
+        let loaded = Arc::new(LoadedPlugin { metrics: crate::metrics::PluginMetrics::new(&plugin), pre, plugin });
         self.loaded.insert(key, loaded.clone());
         Ok(loaded)
     }
