@@ -17,6 +17,7 @@ use chrono::{SecondsFormat, Utc};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -55,15 +56,19 @@ impl<S: Subscriber> Layer<S> for JsonLines {
 }
 
 fn format_line(line: &mut Vec<u8>, event: &Event<'_>) {
+    // Records of dependencies that use the `log` crate carry their real level and
+    // target in `log.*` fields; show those, as tracing-subscriber did.
+    let normalized = event.normalized_metadata();
+    let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     line.extend_from_slice(b"{\"timestamp\":\"");
     line.extend_from_slice(now.as_bytes());
     line.extend_from_slice(b"\",\"level\":\"");
-    line.extend_from_slice(event.metadata().level().as_str().as_bytes());
+    line.extend_from_slice(metadata.level().as_str().as_bytes());
     line.push(b'"');
     event.record(&mut Fields(line));
     line.extend_from_slice(b",\"target\":");
-    string(line, event.metadata().target());
+    string(line, metadata.target());
     line.extend_from_slice(b"}\n");
 }
 
@@ -71,50 +76,69 @@ fn format_line(line: &mut Vec<u8>, event: &Event<'_>) {
 struct Fields<'a>(&'a mut Vec<u8>);
 
 impl Fields<'_> {
-    fn key(&mut self, field: &Field) {
+    /// Appends the key; false for the `log.*` fields a normalized record replaces.
+    fn key(&mut self, field: &Field) -> bool {
+        if field.name().starts_with("log.") {
+            return false;
+        }
         self.0.push(b',');
         string(self.0, field.name());
         self.0.push(b':');
+        true
     }
 }
 
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         string(self.0, value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         self.0.push(b'"');
         let _ = write!(Escaped(self.0), "{value:?}");
         self.0.push(b'"');
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         self.0.push(b'"');
         let _ = write!(Escaped(self.0), "{value}");
         self.0.push(b'"');
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         let _ = write!(self.0, "{value}");
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         let _ = write!(self.0, "{value}");
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         self.0.extend_from_slice(if value { b"true" } else { b"false" });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         // serde_json writes a non-finite number as null, as JSON has none.
         let _ = serde_json::to_writer(&mut *self.0, &value);
     }
@@ -198,6 +222,28 @@ mod tests {
         assert_eq!(line["shown"], "a\nb");
         assert_eq!(line["debugged"], "Some(1)");
         assert_eq!(line["error"], "disk \"full\"");
+    }
+
+    /// A record of the `log` crate shows its own level and target, not `log.*` fields.
+    #[test]
+    fn log_crate_records_keep_their_target() {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture(lines.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let logger = tracing_log::LogTracer::new();
+            let record = log::Record::builder()
+                .level(log::Level::Warn)
+                .target("some_dependency::module")
+                .args(format_args!("from log"))
+                .build();
+            log::Log::log(&logger, &record);
+        });
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(line["target"], "some_dependency::module");
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["message"], "from log");
+        assert!(line.as_object().unwrap().keys().all(|k| !k.starts_with("log.")), "{text}");
     }
 
     /// The layer's formatting, into a buffer instead of the logging thread.

@@ -405,7 +405,7 @@ impl QueueService {
                     notes.push(NoteRequest {
                         tenant: tenant.to_owned(),
                         job_uuid: job.job_uuid,
-                        mark: JobMark::of(&job),
+                        mark: JobMark::from(&job),
                         action: "claim_judged".into(),
                         actor: actor.clone(),
                         judgement,
@@ -459,7 +459,7 @@ impl QueueService {
                         let note = NoteRequest {
                             tenant: tenant.to_owned(),
                             job_uuid,
-                            mark: JobMark::of(&job),
+                            mark: JobMark::from(&job),
                             action: format!("{name}_refused"),
                             actor: actor.clone(),
                             judgement,

@@ -254,8 +254,8 @@ pub struct JobMark {
     pub revision: u64,
 }
 
-impl JobMark {
-    pub fn of(job: &Job) -> JobMark {
+impl From<&Job> for JobMark {
+    fn from(job: &Job) -> JobMark {
         JobMark { seq: job.seq, state: job.state, attempt: job.attempt, revision: job.revision }
     }
 }

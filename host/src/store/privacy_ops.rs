@@ -7,11 +7,11 @@ use redb::ReadableTable;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use super::PendingErasure;
 use super::codec::{decode, encode};
 use super::tables::Tables;
 use super::write_ops::{delete_job, index_keys, put_job, record_event};
 use super::writer::{OpError, WriteCtx};
-use super::{JobMark, PendingErasure};
 use crate::error::Error;
 use crate::model::*;
 
@@ -99,7 +99,7 @@ pub fn set_job_hold(
     job.updated_at = ctx.now;
     put_job(t, Some(&index_keys(&old)), &job)?;
     let action = if hold { "legal_hold_place" } else { "legal_hold_lift" };
-    record_event(t, JobMark::of(&job), action, Some(job.state), actor, json!({ "reason": reason }), ctx.now)?;
+    record_event(t, &job, action, Some(job.state), actor, json!({ "reason": reason }), ctx.now)?;
     audit(t, ctx.now, action, actor, Some(tenant), json!({ "job_uuid": job_uuid }))?;
     Ok(job)
 }

@@ -8,7 +8,7 @@ use super::codec::{decode, encode};
 use super::export::binding_in_scope;
 use super::write_ops::{index_keys, put_job, record_event};
 use super::writer::{OpError, WriteCtx};
-use super::{Change, JobMark, RestoreScope, Snapshot};
+use super::{Change, RestoreScope, Snapshot};
 use crate::model::{Actor, Binding, Job};
 
 type OpResult<T> = Result<T, OpError>;
@@ -91,15 +91,7 @@ pub fn restore(
         }
         put_job(t, current.as_ref().map(index_keys).as_ref(), &job)?;
         let from = current.as_ref().map(|c| c.state);
-        record_event(
-            t,
-            JobMark::of(&job),
-            "restore",
-            from,
-            actor,
-            json!({ "to_revision_of_checkpoint": saved.revision }),
-            now,
-        )?;
+        record_event(t, &job, "restore", from, actor, json!({ "to_revision_of_checkpoint": saved.revision }), now)?;
         changes.push(Change { from: from.unwrap_or(job.state), job, action: "restore" });
     }
     let tenant = match scope {

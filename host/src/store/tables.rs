@@ -177,7 +177,13 @@ impl<'t, K: Key + 'static, V: for<'a> Value<SelfType<'a> = u64> + 'static> Count
     }
 
     pub fn add<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>, delta: i64) {
-        *self.deltas.entry(K::as_bytes(key.borrow()).as_ref().to_vec()).or_default() += delta;
+        let bytes = K::as_bytes(key.borrow());
+        match self.deltas.get_mut(bytes.as_ref()) {
+            Some(sum) => *sum += delta,
+            None => {
+                self.deltas.insert(bytes.as_ref().to_vec(), delta);
+            }
+        }
     }
 
     /// Write the summed changes; a count that reaches 0 is removed.

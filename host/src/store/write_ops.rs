@@ -114,7 +114,7 @@ pub fn detect_stuck(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<Ch
                 job.stuck = true;
                 job.stuck_at = None;
                 put_job(t, Some(&index_keys(&old)), &job)?;
-                record(t, JobMark::of(&job), "stuck", Some(old.state), &actor, Map::new(), now)?;
+                record(t, &job, "stuck", Some(old.state), &actor, Map::new(), now)?;
                 changes.push(Change { job, from: old.state, action: "stuck" });
             }
             other => {
@@ -149,15 +149,7 @@ fn recheck_stuck(
         if job.stuck != old.stuck || job.stuck_at != old.stuck_at {
             put_job(t, Some(&index_keys(&old)), &job)?;
             if !job.stuck {
-                record(
-                    t,
-                    JobMark::of(&job),
-                    "unstuck",
-                    Some(old.state),
-                    &Actor::host("stuck_detector"),
-                    Map::new(),
-                    now,
-                )?;
+                record(t, &job, "unstuck", Some(old.state), &Actor::host("stuck_detector"), Map::new(), now)?;
             }
         }
     }
@@ -307,13 +299,14 @@ fn find_job(t: &Tables<'_>, tenant: &str, job_uuid: uuid::Uuid) -> OpResult<Job>
 /// Append one event to the job's history.
 fn record(
     t: &mut Tables<'_>,
-    job: JobMark,
+    job: impl Into<JobMark>,
     action: &str,
     from: Option<JobState>,
     actor: &Actor,
     detail: Map<String, Value>,
     now: DateTime<Utc>,
 ) -> OpResult<()> {
+    let job = job.into();
     let n = t
         .history
         .range((job.seq, 0)..=(job.seq, u32::MAX))?
@@ -338,7 +331,7 @@ fn record(
 /// Append a history event with a JSON object of detail.
 pub fn record_event(
     t: &mut Tables<'_>,
-    job: JobMark,
+    job: impl Into<JobMark>,
     action: &str,
     from: Option<JobState>,
     actor: &Actor,
@@ -462,7 +455,7 @@ pub fn insert(
         Some(j) => detail(json!({ "plugin": j })),
         None => Map::new(),
     };
-    record(t, JobMark::of(&job), "insert", None, actor, d, now)?;
+    record(t, &job, "insert", None, actor, d, now)?;
     Ok(job)
 }
 
@@ -502,7 +495,7 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Claimed
         arm_stuck(&mut job, &config, ctx.now);
         put_job(t, Some(&before), &job)?;
         let d = detail(json!({ "token": job.last_token, "worker": req.worker, "lease_ms": req.lease_ms }));
-        record(t, JobMark::of(&job), "claim", Some(from), &req.actor, d, ctx.now)?;
+        record(t, &job, "claim", Some(from), &req.actor, d, ctx.now)?;
         claimed.push(job);
     }
     Ok(Claimed { jobs: claimed, paused: false })
@@ -616,7 +609,7 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
     arm_stuck(&mut job, &config, now);
     put_job(t, Some(&before), &job)?;
     if action != Action::Heartbeat || d.contains_key("step") {
-        record(t, JobMark::of(&job), name, Some(from), &req.actor, d, now)?;
+        record(t, &job, name, Some(from), &req.actor, d, now)?;
     }
     Ok(Change { job, from, action: name })
 }
@@ -701,7 +694,7 @@ pub fn expire_leases(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<C
         arm_stuck(&mut job, &config, now);
         put_job(t, Some(&index_keys(&old)), &job)?;
         let d = detail(json!({ "code": "LEASE_EXPIRED", "token": lease.map(|l| l.token) }));
-        record(t, JobMark::of(&job), Action::ExpireLease.name(), Some(old.state), &actor, d, now)?;
+        record(t, &job, Action::ExpireLease.name(), Some(old.state), &actor, d, now)?;
         changes.push(Change { job, from: old.state, action: Action::ExpireLease.name() });
     }
     Ok(changes)
@@ -732,7 +725,7 @@ pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promote
             job.updated_at = now;
             arm_stuck(&mut job, &config, now);
             put_job(t, Some(&index_keys(&old)), &job)?;
-            record(t, JobMark::of(&job), Action::Reschedule.name(), Some(old.state), &actor, Map::new(), now)?;
+            record(t, &job, Action::Reschedule.name(), Some(old.state), &actor, Map::new(), now)?;
             promoted.changes.push(Change { job, from: old.state, action: Action::Reschedule.name() });
         } else {
             put_job(t, Some(&index_keys(&old)), &job)?;
@@ -815,7 +808,7 @@ pub fn reset_breakers(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, act
         job.updated_at = now;
         arm_stuck(&mut job, &config, now);
         put_job(t, Some(&index_keys(&old)), &job)?;
-        record(t, JobMark::of(&job), "breaker_reset", Some(old.state), actor, Map::new(), now)?;
+        record(t, &job, "breaker_reset", Some(old.state), actor, Map::new(), now)?;
         changes.push(Change { job, from: old.state, action: "breaker_reset" });
     }
     Ok(changes)
