@@ -23,4 +23,5 @@ pub mod restore;
 pub mod server;
 pub mod store;
 pub mod tags;
+pub mod timestamp;
 pub mod webhooks;

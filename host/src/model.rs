@@ -72,6 +72,7 @@ pub struct Progress {
     pub step: String,
     #[schema(value_type = Object)]
     pub data: Value,
+    #[serde(with = "crate::timestamp")]
     pub saved_at: DateTime<Utc>,
 }
 
@@ -84,6 +85,7 @@ pub struct ErrorRecord {
     pub step: Option<String>,
     pub attempt: u32,
     pub retryable: bool,
+    #[serde(with = "crate::timestamp")]
     pub at: DateTime<Utc>,
 }
 
@@ -92,7 +94,9 @@ pub struct ErrorRecord {
 pub struct Lease {
     pub token: u64,
     pub owner: String,
+    #[serde(with = "crate::timestamp")]
     pub acquired_at: DateTime<Utc>,
+    #[serde(with = "crate::timestamp")]
     pub expires_at: DateTime<Utc>,
 }
 
@@ -115,6 +119,7 @@ pub struct Job {
     /// When the job may next run. Ready jobs are handed out by priority, then run_at,
     /// then insertion. A retry, replay or rescheduling moves it to that moment; a
     /// release keeps it, so a handed-back job keeps its place.
+    #[serde(with = "crate::timestamp")]
     pub run_at: DateTime<Utc>,
     /// Attempts started in the current attempt budget.
     pub attempt: u32,
@@ -123,7 +128,7 @@ pub struct Job {
     pub parked: bool,
     pub stuck: bool,
     /// When the job becomes stuck if nothing happens (absent while stuck).
-    #[serde(default)]
+    #[serde(with = "crate::timestamp::option", default)]
     pub stuck_at: Option<DateTime<Utc>>,
     /// A legal hold placed on this job: it is never deleted while held.
     pub legal_hold: bool,
@@ -140,11 +145,15 @@ pub struct Job {
     pub last_token: u64,
     /// When the scheduler next moves this job: a delayed pending job's run_at, or the
     /// end of a failed job's backoff. `None` for ready, running, parked and terminal jobs.
+    #[serde(with = "crate::timestamp::option", default)]
     pub due_at: Option<DateTime<Utc>>,
     /// When the job last became pending (for stuck detection and ordering after retries).
+    #[serde(with = "crate::timestamp")]
     pub pending_since: DateTime<Utc>,
     pub revision: u64,
+    #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::timestamp")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -210,6 +219,7 @@ impl std::fmt::Display for Actor {
 /// One durable entry of a job's history: every action on the job, in order.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct HistoryEvent {
+    #[serde(with = "crate::timestamp")]
     pub at: DateTime<Utc>,
     pub action: String,
     pub from: Option<JobState>,
@@ -303,6 +313,7 @@ pub struct Breaker {
     pub kind: String,
     /// Times (ms) of the failed attempts still inside the window.
     pub recent_failures: Vec<i64>,
+    #[serde(with = "crate::timestamp::option", default)]
     pub opened_at: Option<DateTime<Utc>>,
 }
 

@@ -536,12 +536,20 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
         old.check_lease(token, now)?;
     }
     let config = queue_config(t, &old.tenant, &old.queue)?.unwrap_or_default();
-    let mut breaker = load_breaker(t, &old)?;
-    if matches!(action, Action::Fail { .. }) {
-        breaker.record_failure(now, &config);
-    }
-    let facts =
-        Facts { attempts_left: old.attempt < old.max_attempts, breaker_open: breaker.is_open(), parked: old.parked };
+    // Only a failure reads (and moves) the breaker: no other move depends on it.
+    let breaker = match action {
+        Action::Fail { .. } => {
+            let mut breaker = load_breaker(t, &old)?;
+            breaker.record_failure(now, &config);
+            Some(breaker)
+        }
+        _ => None,
+    };
+    let facts = Facts {
+        attempts_left: old.attempt < old.max_attempts,
+        breaker_open: breaker.as_ref().is_some_and(Breaker::is_open),
+        parked: old.parked,
+    };
     let mv = machine::decide(action, old.state, facts).map_err(|r| r.error(action, old.state))?;
 
     let (from, before) = (old.state, index_keys(&old).into_owned());
@@ -581,7 +589,9 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResul
                 at: now,
             });
             after_failed_attempt(&mut job, &config, now);
-            store_breaker(t, &job, &breaker)?;
+            if let Some(breaker) = &breaker {
+                store_breaker(t, &job, breaker)?;
+            }
         }
         Command::Retry => {
             back_to_pending(&mut job, now);
