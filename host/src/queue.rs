@@ -436,55 +436,135 @@ impl QueueService {
         Ok(handed_out)
     }
 
-    /// A worker's or a person's action on one job. A bound validator judges it
-    /// first, outside the writer; the store then applies it only if the job is
-    /// still at the revision the plugin saw (else it is judged again).
+    /// A worker's or a person's action on one job.
     pub async fn act(&self, tenant: &str, job_uuid: Uuid, command: Command, actor: &Actor) -> Result<Job> {
-        validate_command(&command)?;
-        let name = command.action().name();
-        let mut attempts = 0;
-        let mut queue: Option<String> = None;
+        self.act_many(tenant, vec![(job_uuid, command)], actor).await.pop().expect("one result per action")
+    }
+
+    /// Actions on jobs of one tenant, each applied or refused on its own. A bound
+    /// validator judges each first, outside the writer; the store then applies them
+    /// in one writer request, each only if its job is still at the revision the
+    /// plugin saw (else it is judged again).
+    pub async fn act_many(&self, tenant: &str, actions: Vec<(Uuid, Command)>, actor: &Actor) -> Vec<Result<Job>> {
+        let mut answers: Vec<Option<Result<Job>>> =
+            actions.iter().map(|(_, command)| validate_command(command).err().map(Err)).collect();
+        let mut outcomes: Vec<Option<Result<Change>>> = actions.iter().map(|_| None).collect();
+        let mut queues: Vec<Option<String>> = vec![None; actions.len()];
         // Without a validator bound in the tenant nothing is judged, and the writer
-        // reads the job itself: no read before it.
+        // reads each job itself: no read before it.
         let judged = self.plugins.binds_any(tenant, PluginKind::Validator);
-        let result = loop {
-            attempts += 1;
-            let (expected_revision, judgement) = if judged {
-                let Some(job) = self.store.job(tenant, job_uuid)? else { break Err(Error::not_found("job")) };
-                queue = Some(job.queue.clone());
-                match judge::judge_command(&self.plugins, &job, &command).await {
-                    Ok(Decision::Proceed(None)) => (None, None),
-                    Ok(Decision::Proceed(Some(j))) => (Some(job.revision), Some(j)),
-                    Ok(Decision::Refuse(error, judgement)) => {
-                        let note = NoteRequest {
-                            tenant: tenant.to_owned(),
-                            job_uuid,
-                            mark: JobMark::from(&job),
-                            action: format!("{name}_refused"),
-                            actor: actor.clone(),
-                            judgement,
-                        };
-                        self.store.note(vec![note]).await?;
-                        break Err(error);
-                    }
-                    Err(e) => break Err(e),
-                }
-            } else {
-                (None, None)
-            };
-            let request = TransitionRequest {
-                tenant: tenant.to_owned(),
-                job_uuid,
-                command: command.clone(),
-                actor: actor.clone(),
-                expected_revision,
-                judgement,
-            };
-            match self.store.transition(request).await {
-                Err(e) if e.code == Code::RevisionConflict && attempts < JUDGE_ATTEMPTS => continue,
-                other => break other,
+        let mut todo: Vec<usize> = (0..actions.len()).filter(|&i| answers[i].is_none()).collect();
+        for attempt in 1..=JUDGE_ATTEMPTS {
+            if todo.is_empty() {
+                break;
             }
+            let verdicts = match judged {
+                true => self.judge_actions(tenant, &actions, &todo, &mut queues, actor).await,
+                false => todo.iter().map(|_| Ok((None, None))).collect(),
+            };
+            let (mut requests, mut sent) = (Vec::with_capacity(todo.len()), Vec::with_capacity(todo.len()));
+            for (i, verdict) in todo.drain(..).zip(verdicts) {
+                match verdict {
+                    Ok((expected_revision, judgement)) => {
+                        let (job_uuid, command) = actions[i].clone();
+                        let (tenant, actor) = (tenant.to_owned(), actor.clone());
+                        requests.push(TransitionRequest {
+                            tenant,
+                            job_uuid,
+                            command,
+                            actor,
+                            expected_revision,
+                            judgement,
+                        });
+                        sent.push(i);
+                    }
+                    Err(e) => outcomes[i] = Some(Err(e)),
+                }
+            }
+            let applied = match self.store.transitions(requests).await {
+                Ok(applied) => applied,
+                Err(e) => sent.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for (i, result) in sent.into_iter().zip(applied) {
+                match result {
+                    Err(e) if e.code == Code::RevisionConflict && attempt < JUDGE_ATTEMPTS => todo.push(i),
+                    other => outcomes[i] = Some(other),
+                }
+            }
+        }
+        let finished = outcomes.into_iter().zip(queues).zip(actions).zip(answers.iter_mut());
+        for (((outcome, queue), (job_uuid, command)), answer) in finished {
+            if answer.is_none() {
+                let outcome = outcome.expect("every valid action was applied or refused");
+                *answer = Some(self.finish_action(tenant, job_uuid, &command, queue, outcome, actor));
+            }
+        }
+        answers.into_iter().map(|answer| answer.expect("every action answered")).collect()
+    }
+
+    /// Judge the actions `todo` (indexes into `actions`) with the tenant's bound
+    /// validator: the jobs read in one transaction, the calls side by side. Each
+    /// gets the revision the plugin saw and its judgement, or the refusal (noted in
+    /// the job's history). Records each job's queue in `queues`.
+    async fn judge_actions(
+        &self,
+        tenant: &str,
+        actions: &[(Uuid, Command)],
+        todo: &[usize],
+        queues: &mut [Option<String>],
+        actor: &Actor,
+    ) -> Vec<Result<(Option<u64>, Option<Judgement>)>> {
+        let uuids: Vec<Uuid> = todo.iter().map(|&i| actions[i].0).collect();
+        let jobs = match self.store.jobs_by_uuid(tenant, &uuids) {
+            Ok(jobs) => jobs,
+            Err(e) => return todo.iter().map(|_| Err(e.clone())).collect(),
         };
+        let calls = todo.iter().zip(&jobs).map(|(&i, job)| async move {
+            let Some(job) = job else { return Err(Error::not_found("job")) };
+            judge::judge_command(&self.plugins, job, &actions[i].1).await
+        });
+        let decisions = futures::future::join_all(calls).await;
+        let mut notes = Vec::new();
+        let mut verdicts = Vec::with_capacity(todo.len());
+        for ((&i, job), decision) in todo.iter().zip(&jobs).zip(decisions) {
+            queues[i] = job.as_ref().map(|job| job.queue.clone());
+            verdicts.push(match (decision, job) {
+                (Ok(Decision::Proceed(None)), _) => Ok((None, None)),
+                (Ok(Decision::Proceed(Some(judgement))), Some(job)) => Ok((Some(job.revision), Some(judgement))),
+                (Ok(Decision::Refuse(error, judgement)), Some(job)) => {
+                    notes.push(NoteRequest {
+                        tenant: tenant.to_owned(),
+                        job_uuid: job.job_uuid,
+                        mark: JobMark::from(job),
+                        action: format!("{}_refused", actions[i].1.action().name()),
+                        actor: actor.clone(),
+                        judgement,
+                    });
+                    Err(error)
+                }
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => unreachable!("a job that was not found is not judged"),
+            });
+        }
+        if !notes.is_empty()
+            && let Err(e) = self.store.note(notes).await
+        {
+            return todo.iter().map(|_| Err(e.clone())).collect();
+        }
+        verdicts
+    }
+
+    /// Answer one applied or refused action: log and count it. `queue` is the job's
+    /// queue when it was read to be judged.
+    fn finish_action(
+        &self,
+        tenant: &str,
+        job_uuid: Uuid,
+        command: &Command,
+        queue: Option<String>,
+        result: Result<Change>,
+        actor: &Actor,
+    ) -> Result<Job> {
         if let Err(e) = &result
             && e.code == Code::NotFound
         {
@@ -500,6 +580,7 @@ impl QueueService {
                 Ok(change.job)
             }
             Err(e) => {
+                let name = command.action().name();
                 tracing::info!(target: "sluice::job", action = name, tenant, job_uuid = %job_uuid, actor = %actor, code = e.code.as_str(), reason = %e.reason, "action refused");
                 crate::metrics::refusal(tenant, name, e.code.as_str());
                 let kind = match e.code {

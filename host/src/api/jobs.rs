@@ -270,8 +270,8 @@ pub struct CompleteBatchInput {
 }
 
 /// Finish up to 1,000 jobs in one request, each with its current lease token; each
-/// is judged and completed on its own, as by `/v1/jobs/{job_uuid}/complete`, and
-/// they share the writer's commits. Workers holding many jobs pay one round trip.
+/// is judged and completed or refused on its own, as by `/v1/jobs/{job_uuid}/complete`,
+/// and all go to the writer as one request. Workers holding many jobs pay one round trip.
 #[utoipa::path(post, path = "/v1/jobs/batch/complete", tag = "work", request_body = CompleteBatchInput,
     responses((status = 200, body = BatchOutcome), (status = 422, body = Problem)))]
 pub async fn complete_batch(
@@ -283,11 +283,8 @@ pub async fn complete_batch(
     if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
         return Err(Error::validation(format!("jobs: 1 to {MAX_BATCH} per batch")).into());
     }
-    let completions = batch.jobs.into_iter().map(|c| {
-        let command = Command::Complete { token: c.token };
-        app.queue.act(&scope.tenant, c.job_uuid, command, &scope.actor)
-    });
-    let results = futures::future::join_all(completions).await;
+    let completions = batch.jobs.into_iter().map(|c| (c.job_uuid, Command::Complete { token: c.token })).collect();
+    let results = app.queue.act_many(&scope.tenant, completions, &scope.actor).await;
     Ok(axum::Json(BatchOutcome::from_results(results, 200)))
 }
 

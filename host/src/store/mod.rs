@@ -364,7 +364,12 @@ pub trait Store: Send + Sync + 'static {
     /// Pause or resume one queue, or the whole host. Survives restarts.
     async fn set_paused(&self, scope: PauseScope, paused: bool) -> Result<()>;
     fn host_paused(&self) -> Result<bool>;
-    async fn transition(&self, request: TransitionRequest) -> Result<Change>;
+    /// Several transitions in one writer request (a batch complete); each is
+    /// applied or refused on its own.
+    async fn transitions(&self, requests: Vec<TransitionRequest>) -> Result<Vec<Result<Change>>>;
+    async fn transition(&self, request: TransitionRequest) -> Result<Change> {
+        self.transitions(vec![request]).await?.pop().expect("one result per request")
+    }
     /// Host move: expired leases become failed attempts (`LEASE_EXPIRED`).
     async fn expire_leases(&self, limit: usize) -> Result<Vec<Change>>;
     /// Host move: flag jobs whose stuck deadline passed.
@@ -399,7 +404,11 @@ pub trait Store: Send + Sync + 'static {
     /// Host move: delayed jobs become ready; failed jobs past their backoff go pending.
     async fn promote_due(&self, limit: usize) -> Result<Promoted>;
 
-    fn job(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Job>>;
+    /// Jobs by uuid, read in one transaction: `None` for an unknown or deleted job.
+    fn jobs_by_uuid(&self, tenant: &str, job_uuids: &[Uuid]) -> Result<Vec<Option<Job>>>;
+    fn job(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Job>> {
+        Ok(self.jobs_by_uuid(tenant, &[job_uuid])?.pop().flatten())
+    }
     /// Whether the job_uuid names a job since deleted (its tombstone).
     fn was_deleted(&self, tenant: &str, job_uuid: Uuid) -> Result<bool>;
     fn jobs(&self, tenant: &str, filter: &JobFilter, after: Option<u64>, limit: usize) -> Result<JobPage>;

@@ -167,6 +167,28 @@ impl RedbStore {
     {
         self.writer.submit(op).await
     }
+
+    /// Run `op` on each item in one writer request. A refused item wrote nothing,
+    /// so each is applied or refused on its own; a storage failure fails them all.
+    async fn write_each<I, T, F>(&self, items: Vec<I>, op: F) -> Result<Vec<Result<T>>>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(&mut WriteCtx<'_, '_>, I) -> Result<T, OpError> + Send + 'static,
+    {
+        self.write(move |ctx| {
+            let mut results = Vec::with_capacity(items.len());
+            for item in items {
+                results.push(match op(ctx, item) {
+                    Ok(done) => Ok(done),
+                    Err(OpError::Refused(e)) => Err(e),
+                    Err(storage) => return Err(storage),
+                });
+            }
+            Ok(results)
+        })
+        .await
+    }
 }
 
 fn open_file(dir: &Dir, name: &str, cache_bytes: usize, syncs: Arc<AtomicU64>) -> std::io::Result<Database> {
@@ -295,20 +317,7 @@ impl Store for RedbStore {
         caps: InsertCaps,
     ) -> Result<Vec<Result<Job>>> {
         let tenant = tenant.to_owned();
-        // One writer request for the whole batch; a refused job wrote nothing, so the
-        // others are accepted or refused on their own.
-        self.write(move |ctx| {
-            let mut results = Vec::with_capacity(jobs.len());
-            for new in jobs {
-                results.push(match write_ops::insert(ctx, &tenant, new, &actor, &caps) {
-                    Ok(job) => Ok(job),
-                    Err(OpError::Refused(e)) => Err(e),
-                    Err(storage) => return Err(storage),
-                });
-            }
-            Ok(results)
-        })
-        .await
+        self.write_each(jobs, move |ctx, new| write_ops::insert(ctx, &tenant, new, &actor, &caps)).await
     }
 
     async fn claim(&self, request: ClaimRequest) -> Result<Claimed> {
@@ -325,8 +334,8 @@ impl Store for RedbStore {
         Ok(meta.get("paused").map_err(internal)?.is_some_and(|v| v.value() == 1))
     }
 
-    async fn transition(&self, request: TransitionRequest) -> Result<Change> {
-        self.write(move |ctx| write_ops::transition(ctx, request)).await
+    async fn transitions(&self, requests: Vec<TransitionRequest>) -> Result<Vec<Result<Change>>> {
+        self.write_each(requests, write_ops::transition).await
     }
 
     async fn expire_leases(&self, limit: usize) -> Result<Vec<Change>> {
@@ -337,12 +346,13 @@ impl Store for RedbStore {
         self.write(move |ctx| write_ops::promote_due(ctx, limit)).await
     }
 
-    fn job(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Job>> {
+    fn jobs_by_uuid(&self, tenant: &str, job_uuids: &[Uuid]) -> Result<Vec<Option<Job>>> {
         let txn = self.read()?;
-        match seq_of(&txn, tenant, job_uuid)? {
+        let find = |&job_uuid: &Uuid| match seq_of(&txn, tenant, job_uuid)? {
             Some(seq) => job_by_seq(&txn, seq),
             None => Ok(None),
-        }
+        };
+        job_uuids.iter().map(find).collect()
     }
 
     fn was_deleted(&self, tenant: &str, job_uuid: Uuid) -> Result<bool> {
