@@ -158,6 +158,48 @@ fn validators_veto_with_their_code_and_every_judgement_is_in_the_history() {
     assert_eq!(t.producer.get("/metrics").0, 403, "metrics need an operator-level key");
 }
 
+/// A batch complete under a validator: the jobs are judged together and applied in
+/// one writer request, yet each item is vetoed, refused or completed on its own.
+#[test]
+fn a_judged_batch_complete_decides_each_item_on_its_own() {
+    let server = Server::start();
+    let t = server.tenant("acme");
+    let (status, _) =
+        t.tenant_admin.put("/v1/config", json!({ "default_tags": { "required_fields": ["invoice_id"] } }));
+    assert_eq!(status, 200);
+    let digest = t.tenant_admin.install("require_fields", "validator", "billing", "closed");
+    let (good, good_token) = claimed(&t, "billing", json!({ "invoice_id": 1 }));
+    let (bad, bad_token) = claimed(&t, "billing", json!({ "amount": 3 }));
+    let (stale, stale_token) = claimed(&t, "billing", json!({ "invoice_id": 2 }));
+    let items = json!([
+        { "job_uuid": good, "token": good_token },
+        { "job_uuid": bad, "token": bad_token },
+        { "job_uuid": stale, "token": stale_token + 1 },
+        { "job_uuid": uuid::Uuid::new_v4(), "token": 1 },
+    ]);
+    let (status, out) = t.worker.post("/v1/jobs/batch/complete", json!({ "jobs": items }));
+    assert_eq!(status, 200, "{out}");
+    let outcome: Vec<(u64, &str)> = out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["status"].as_u64().unwrap(), r["error"]["code"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(outcome, [(200, ""), (409, "PLUGIN_REJECTED"), (409, "LEASE_LOST"), (404, "NOT_FOUND")]);
+    assert_eq!(t.producer.job(&good)["state"], "completed");
+    for uuid in [&bad, &stale] {
+        assert_eq!(t.producer.job(uuid)["state"], "processing", "a refused item changes nothing");
+    }
+    let completed = history(&t, &good);
+    let done = completed.iter().find(|e| e["action"] == "complete").expect("the completion is in the history");
+    assert_eq!(done["detail"]["plugin"]["digest"], digest.as_str());
+    assert_eq!(done["detail"]["plugin"]["outcome"], "allowed");
+    let vetoed = history(&t, &bad);
+    let veto = vetoed.iter().find(|e| e["action"] == "complete_refused").expect("the veto is in the history");
+    assert_eq!(veto["detail"]["plugin"]["code"], "MISSING_FIELD");
+    assert!(history(&t, &stale).iter().all(|e| e["action"] != "complete_refused"), "a stale lease is not judged");
+}
+
 #[test]
 fn a_vetoed_claim_defers_that_job_and_returns_the_others() {
     let server = Server::start();
