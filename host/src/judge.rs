@@ -104,7 +104,7 @@ pub async fn judge_command(plugins: &PluginHost, job: &Job, command: &Command) -
     Ok(decide(&binding, &job.tenant, report))
 }
 
-/// Judge freshly claimed jobs: (job, decision) each.
+/// Judge ready jobs about to be claimed: (job, decision) each.
 pub async fn judge_claims(plugins: &PluginHost, binding: &Arc<ActiveBinding>, jobs: Vec<Job>) -> Vec<(Job, Decision)> {
     let calls = jobs.into_iter().map(|job| async move {
         let report =

@@ -19,6 +19,7 @@ pub mod plugins;
 pub mod pseudonym;
 pub mod queue;
 pub mod quota;
+pub mod reservations;
 pub mod restore;
 pub mod server;
 pub mod store;

@@ -2,6 +2,7 @@
 //! call. It checks input, fills in defaults, asks the store to act, wakes waiting
 //! claimers and writes one structured log line per action (QUEUE-017).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +18,13 @@ use uuid::Uuid;
 use crate::error::{Code, Error, Result};
 use crate::judge::{self, Decision};
 use crate::model::*;
-use crate::plugins::PluginHost;
+use crate::plugins::{ActiveBinding, PluginHost};
 use crate::pseudonym::Pseudonyms;
+use crate::reservations::Reservations;
 use crate::store::RestoreScope;
 use crate::store::{
-    Change, ClaimRequest, Command, JobFilter, JobMark, JobPage, NewJob, NoteRequest, PauseScope, QueueView, Store,
-    TransitionRequest,
+    Change, ClaimRequest, Claimed, Command, JobFilter, JobMark, JobPage, JudgedPick, NewJob, NoteRequest, PauseScope,
+    QueueView, Store, TransitionRequest,
 };
 
 /// How often an action is judged again when the job changed under the plugin.
@@ -176,6 +178,8 @@ pub struct QueueService {
     recent: DashMap<(String, String, &'static str), std::collections::VecDeque<std::time::Instant>>,
     /// Scopes being restored: inserts into them answer 503 meanwhile.
     restoring: Arc<std::sync::Mutex<Vec<RestoreScope>>>,
+    /// Ready jobs being judged before a claim.
+    reservations: Reservations,
 }
 
 /// Marks a scope as being restored until dropped.
@@ -203,6 +207,7 @@ impl QueueService {
             waiters: DashMap::new(),
             recent: DashMap::new(),
             restoring: Arc::default(),
+            reservations: Reservations::default(),
         }
     }
 
@@ -355,6 +360,7 @@ impl QueueService {
             limit: input.limit,
             lease_ms,
             actor: actor.clone(),
+            judged: None,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(input.wait_ms);
         let waiter = self.waiter(tenant, queue);
@@ -364,76 +370,62 @@ impl QueueService {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let started = std::time::Instant::now();
-            let claimed = self.store.claim(request.clone()).await?;
+            let claimed = match self.plugins.bound(tenant, queue, PluginKind::Validator, input.stage) {
+                Some(binding) => self.claim_judged(&binding, &request).await?,
+                None => self.store.claim(request.clone()).await?,
+            };
             if claimed.paused {
                 return Ok(ClaimOutcome { jobs: Vec::new(), paused: true });
             }
-            let jobs = claimed.jobs;
-            for job in &jobs {
+            for job in &claimed.jobs {
                 self.log(job, "claim", Some(JobState::Pending), actor);
             }
-            let jobs = self.judge_claims(tenant, queue, input.stage, jobs, actor).await?;
+            for change in &claimed.deferred {
+                self.after(change, actor);
+            }
             crate::metrics::latency("claim", started.elapsed());
-            if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(ClaimOutcome { jobs, paused: false });
+            if !claimed.jobs.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(ClaimOutcome { jobs: claimed.jobs, paused: false });
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
         }
     }
 
-    /// Claimed jobs a validator vetoes are deferred (back to pending after the
-    /// queue's backoff base, no attempt spent); the others are handed out.
-    async fn judge_claims(
-        &self,
-        tenant: &str,
-        queue: &str,
-        stage: Stage,
-        jobs: Vec<Job>,
-        actor: &Actor,
-    ) -> Result<Vec<Job>> {
-        let Some(binding) = self.plugins.bound(tenant, queue, PluginKind::Validator, stage) else { return Ok(jobs) };
-        if jobs.is_empty() {
-            return Ok(jobs);
-        }
-        let delay_ms = self.store.queue(tenant, queue)?.map(|q| q.config.backoff_base_ms).unwrap_or(1_000);
-        let mut handed_out = Vec::new();
-        let mut notes = Vec::new();
-        for (job, decision) in judge::judge_claims(&self.plugins, &binding, jobs).await {
-            match decision {
-                Decision::Proceed(judgement) => {
-                    let judgement = judgement.expect("a bound validator judged");
-                    notes.push(NoteRequest {
-                        tenant: tenant.to_owned(),
-                        job_uuid: job.job_uuid,
-                        mark: JobMark::from(&job),
-                        action: "claim_judged".into(),
-                        actor: actor.clone(),
-                        judgement,
-                    });
-                    handed_out.push(job);
-                }
+    /// A claim under a validator: reserve the queue's next ready jobs, judge them
+    /// outside the writer, then have the writer lease the allowed ones and defer the
+    /// vetoed ones (no attempt spent), each only if still ready at the revision the
+    /// plugin saw. One writer request, and claimers judge different jobs.
+    async fn claim_judged(&self, binding: &Arc<ActiveBinding>, request: &ClaimRequest) -> Result<Claimed> {
+        let (tenant, queue) = (request.tenant.as_str(), request.queue.as_str());
+        let limit = request.limit as usize;
+        let read = |skip: &HashSet<u64>| self.store.ready_jobs(tenant, queue, request.stage, limit, skip);
+        let (reserved, jobs) = self.reservations.reserve(tenant, queue, read, |job| job.seq)?;
+        let mut picks = Vec::with_capacity(jobs.len());
+        let mut vetoes = Vec::new();
+        for (job, decision) in judge::judge_claims(&self.plugins, binding, jobs).await {
+            let (judgement, vetoed) = match decision {
+                Decision::Proceed(judgement) => (judgement.expect("a bound validator judged"), false),
                 Decision::Refuse(error, judgement) => {
-                    let token = job.lease.as_ref().map_or(0, |l| l.token);
-                    let request = TransitionRequest {
-                        tenant: tenant.to_owned(),
-                        job_uuid: job.job_uuid,
-                        command: Command::Defer { token, delay_ms },
-                        actor: actor.clone(),
-                        expected_revision: Some(job.revision),
-                        judgement: Some(judgement),
-                    };
-                    match self.store.transition(request).await {
-                        Ok(change) => self.after(&change, actor),
-                        Err(e) => {
-                            tracing::error!(target: "sluice::job", job_uuid = %job.job_uuid, error = %e, "deferring a vetoed claim failed")
-                        }
-                    }
-                    tracing::info!(target: "sluice::job", action = "claim", tenant, job_uuid = %job.job_uuid, code = error.code.as_str(), reason = %error.reason, "claim vetoed; job deferred");
+                    vetoes.push((job.job_uuid, error));
+                    (judgement, true)
                 }
+            };
+            picks.push(JudgedPick { seq: job.seq, revision: job.revision, judgement, vetoed });
+        }
+        let judged = picks.len();
+        let claimed = self.store.claim(ClaimRequest { judged: Some(picks), ..request.clone() }).await;
+        drop(reserved);
+        let claimed = claimed?;
+        if claimed.jobs.len() + claimed.deferred.len() < judged {
+            // Some changed while judged; any still ready are free again for waiting claimers.
+            self.wake(tenant, queue);
+        }
+        for (job_uuid, error) in vetoes {
+            if claimed.deferred.iter().any(|change| change.job.job_uuid == job_uuid) {
+                tracing::info!(target: "sluice::job", action = "claim", tenant, job_uuid = %job_uuid, code = error.code.as_str(), reason = %error.reason, "claim vetoed; job deferred");
             }
         }
-        self.store.note(notes).await?;
-        Ok(handed_out)
+        Ok(claimed)
     }
 
     /// A worker's or a person's action on one job.

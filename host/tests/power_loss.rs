@@ -527,6 +527,7 @@ async fn worker_task(store: Arc<RedbStore>, c: Shared, tenant: String, budget: A
                 limit,
                 lease_ms: 600_000,
                 actor: actor(),
+                judged: None,
             };
             let result = store.claim(request).await;
             let mut cl = client(&c);
@@ -869,6 +870,7 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
                 limit: 1,
                 lease_ms: 60_000,
                 actor: actor(),
+                judged: None,
             })
             .await
             .map_err(e("probe claim"))?

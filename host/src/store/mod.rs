@@ -23,6 +23,8 @@ pub use redb_store::{RedbStore, StoreOptions};
 pub use tables::SCHEMA_VERSION;
 pub use writer::{FoldPolicy, WriterStats};
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -146,12 +148,28 @@ pub struct ClaimRequest {
     pub limit: u32,
     pub lease_ms: u64,
     pub actor: Actor,
+    /// Under a validator: the jobs it judged, claimed (or deferred when vetoed)
+    /// instead of the queue's head. `None` claims the head.
+    pub judged: Option<Vec<JudgedPick>>,
+}
+
+/// A ready job a validator judged before the claim. The writer takes it only if
+/// it is still ready at the revision the plugin saw; else it is skipped.
+#[derive(Clone, Debug)]
+pub struct JudgedPick {
+    pub seq: u64,
+    pub revision: u64,
+    pub judgement: Judgement,
+    /// Vetoed: deferred by the queue's `backoff_base_ms`, no attempt spent.
+    pub vetoed: bool,
 }
 
 /// What a claim got: jobs, or nothing because the queue or host is paused.
 #[derive(Clone, Debug, Default)]
 pub struct Claimed {
     pub jobs: Vec<Job>,
+    /// Vetoed jobs, deferred.
+    pub deferred: Vec<Change>,
     pub paused: bool,
 }
 
@@ -260,7 +278,7 @@ impl From<&Job> for JobMark {
     }
 }
 
-/// A history event that changes nothing else (a veto, a judged claim). It records
+/// A history event that changes nothing else (a veto). It records
 /// the job as the plugin judged it (`mark`), so the writer need not read the job.
 #[derive(Clone, Debug)]
 pub struct NoteRequest {
@@ -404,6 +422,16 @@ pub trait Store: Send + Sync + 'static {
     /// Host move: delayed jobs become ready; failed jobs past their backoff go pending.
     async fn promote_due(&self, limit: usize) -> Result<Promoted>;
 
+    /// The next ready jobs of a queue's stage in claim order, up to `limit`,
+    /// skipping the seqs in `skip`.
+    fn ready_jobs(
+        &self,
+        tenant: &str,
+        queue: &str,
+        stage: Stage,
+        limit: usize,
+        skip: &HashSet<u64>,
+    ) -> Result<Vec<Job>>;
     /// Jobs by uuid, read in one transaction: `None` for an unknown or deleted job.
     fn jobs_by_uuid(&self, tenant: &str, job_uuids: &[Uuid]) -> Result<Vec<Option<Job>>>;
     fn job(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Job>> {

@@ -1,6 +1,7 @@
 //! The redb implementation of [`Store`]: reads run on the caller's thread in their
 //! own read transaction; writes go through the group-commit [`Writer`].
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -344,6 +345,29 @@ impl Store for RedbStore {
 
     async fn promote_due(&self, limit: usize) -> Result<Promoted> {
         self.write(move |ctx| write_ops::promote_due(ctx, limit)).await
+    }
+
+    fn ready_jobs(
+        &self,
+        tenant: &str,
+        queue: &str,
+        stage: Stage,
+        limit: usize,
+        skip: &HashSet<u64>,
+    ) -> Result<Vec<Job>> {
+        let txn = self.read()?;
+        let ready = txn.open_table(READY).map_err(internal)?;
+        let mut jobs = Vec::with_capacity(limit);
+        for entry in ready.range(write_ops::ready_range(tenant, queue, stage.code())).map_err(internal)? {
+            let seq = entry.map_err(internal)?.0.value().5;
+            if jobs.len() == limit {
+                break;
+            }
+            if !skip.contains(&seq) {
+                jobs.extend(job_by_seq(&txn, seq)?);
+            }
+        }
+        Ok(jobs)
     }
 
     fn jobs_by_uuid(&self, tenant: &str, job_uuids: &[Uuid]) -> Result<Vec<Option<Job>>> {

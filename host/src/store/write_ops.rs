@@ -5,6 +5,7 @@
 //! Every state change goes through `machine::decide`.
 
 use std::borrow::Cow;
+use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Duration, Utc};
 use redb::ReadableTable;
@@ -14,7 +15,7 @@ use super::codec::{decode, encode};
 use super::tables::Tables;
 use super::writer::{OpError, WriteCtx};
 use super::{
-    Change, ClaimRequest, Claimed, Command, InsertCaps, JobMark, NewJob, NoteRequest, PauseScope, Promoted,
+    Change, ClaimRequest, Claimed, Command, InsertCaps, JobMark, JudgedPick, NewJob, NoteRequest, PauseScope, Promoted,
     TransitionRequest,
 };
 use crate::error::{Code, Error};
@@ -459,6 +460,16 @@ pub fn insert(
     Ok(job)
 }
 
+/// The ready index's range of one queue's stage, in claim order.
+pub(super) fn ready_range<'a>(tenant: &'a str, queue: &'a str, stage: u8) -> RangeInclusive<ReadyKey<'a>> {
+    (tenant, queue, stage, 0, 0, 0)..=(tenant, queue, stage, u32::MAX, u64::MAX, u64::MAX)
+}
+
+type ReadyKey<'a> = (&'a str, &'a str, u8, u32, u64, u64);
+
+/// Lease the queue's next ready jobs, or under a validator the jobs it judged
+/// (`req.judged`): those still ready at the revision the plugin saw are leased,
+/// or deferred when vetoed; the others are skipped.
 pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Claimed> {
     let t = &mut *ctx.tables;
     let (tenant, queue, stage) = (req.tenant.as_str(), req.queue.as_str(), req.stage.code());
@@ -466,17 +477,36 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Claimed
     let host_paused = t.meta.get("paused")?.is_some_and(|v| v.value() == 1);
     let config = queue_config(t, tenant, queue)?.unwrap_or_default();
     if host_paused || config.paused {
-        return Ok(Claimed { jobs: Vec::new(), paused: true });
+        return Ok(Claimed { paused: true, ..Claimed::default() });
     }
-    let seqs: Vec<u64> = t
-        .ready
-        .range((tenant, queue, stage, 0, 0, 0)..=(tenant, queue, stage, u32::MAX, u64::MAX, u64::MAX))?
-        .take(req.limit as usize)
-        .map(|entry| entry.map(|(k, _)| k.value().5))
-        .collect::<Result<_, _>>()?;
-    let mut claimed = Vec::with_capacity(seqs.len());
-    for seq in seqs {
-        let mut job = load_job(t, seq)?;
+    let picks: Vec<(u64, Option<&JudgedPick>)> = match &req.judged {
+        Some(judged) => judged.iter().map(|pick| (pick.seq, Some(pick))).collect(),
+        None => t
+            .ready
+            .range(ready_range(tenant, queue, stage))?
+            .take(req.limit as usize)
+            .map(|entry| entry.map(|(k, _)| (k.value().5, None)))
+            .collect::<Result<_, _>>()?,
+    };
+    let mut claimed = Claimed { jobs: Vec::with_capacity(picks.len()), ..Claimed::default() };
+    for (seq, pick) in picks {
+        let mut job = match pick {
+            None => load_job(t, seq)?,
+            Some(_) => match t.jobs.get(seq)? {
+                Some(bytes) => decode::<Job>(bytes.value())?,
+                None => continue,
+            },
+        };
+        if let Some(pick) = pick {
+            let ready = index_keys(&job).ready.is_some_and(|(s, _, _)| s == stage);
+            if job.revision != pick.revision || !ready || job.tenant != tenant || job.queue != queue {
+                continue;
+            }
+            if pick.vetoed {
+                claimed.deferred.push(defer_vetoed(t, job, &config, pick, &req.actor, ctx.now)?);
+                continue;
+            }
+        }
         let from = job.state;
         let mv = machine::decide(Action::Claim, from, Facts::default())
             .map_err(|_| Error::internal("ready index holds a job that is not pending"))?;
@@ -494,11 +524,35 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Claimed
         job.updated_at = ctx.now;
         arm_stuck(&mut job, &config, ctx.now);
         put_job(t, Some(&before), &job)?;
-        let d = detail(json!({ "token": job.last_token, "worker": req.worker, "lease_ms": req.lease_ms }));
+        let mut d = detail(json!({ "token": job.last_token, "worker": req.worker, "lease_ms": req.lease_ms }));
+        if let Some(pick) = pick {
+            d.insert("plugin".into(), serde_json::to_value(&pick.judgement).unwrap_or_default());
+        }
         record(t, &job, "claim", Some(from), &req.actor, d, ctx.now)?;
-        claimed.push(job);
+        claimed.jobs.push(job);
     }
-    Ok(Claimed { jobs: claimed, paused: false })
+    Ok(claimed)
+}
+
+/// A ready job its validator vetoed claiming stays pending, due after the queue's
+/// backoff base: no attempt spent, the veto in its history.
+fn defer_vetoed(
+    t: &mut Tables<'_>,
+    mut job: Job,
+    config: &QueueConfig,
+    pick: &JudgedPick,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> OpResult<Change> {
+    let before = index_keys(&job).into_owned();
+    job.due_at = Some(now + Duration::milliseconds(config.backoff_base_ms as i64));
+    job.revision += 1;
+    job.updated_at = now;
+    arm_stuck(&mut job, config, now);
+    put_job(t, Some(&before), &job)?;
+    let d = detail(json!({ "plugin": pick.judgement }));
+    record(t, &job, "defer", Some(JobState::Pending), actor, d, now)?;
+    Ok(Change { job, from: JobState::Pending, action: "defer" })
 }
 
 pub fn set_paused(ctx: &mut WriteCtx<'_, '_>, scope: &PauseScope, paused: bool) -> OpResult<()> {

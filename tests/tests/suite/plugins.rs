@@ -125,7 +125,7 @@ fn validators_veto_with_their_code_and_every_judgement_is_in_the_history() {
     let (uuid, token) = claimed(&t, "billing", json!({ "invoice_id": 9 }));
     assert_eq!(complete(&t, &uuid, token).0, 200);
     let events = history(&t, &uuid);
-    for action in ["claim_judged", "complete"] {
+    for action in ["claim", "complete"] {
         let e = events.iter().find(|e| e["action"] == action).unwrap_or_else(|| panic!("{action} in history"));
         assert_eq!(e["detail"]["plugin"]["digest"], digest.as_str(), "{action} records the digest");
         assert_eq!(e["detail"]["plugin"]["outcome"], "allowed");
@@ -198,6 +198,42 @@ fn a_judged_batch_complete_decides_each_item_on_its_own() {
     let veto = vetoed.iter().find(|e| e["action"] == "complete_refused").expect("the veto is in the history");
     assert_eq!(veto["detail"]["plugin"]["code"], "MISSING_FIELD");
     assert!(history(&t, &stale).iter().all(|e| e["action"] != "complete_refused"), "a stale lease is not judged");
+}
+
+/// A claim under a validator is judged before it leases: concurrent claimers judge
+/// different jobs, and a job that changed while it was judged is not leased.
+#[test]
+fn judged_claims_reserve_their_jobs_and_skip_a_job_changed_meanwhile() {
+    let server = Server::start();
+    let t = server.tenant("acme");
+    t.tenant_admin.install("slow_allow", "validator", "q", "closed");
+    let mut inserted: Vec<String> = (0..2).map(|_| uuid_of(&t.producer.insert("q", json!({})))).collect();
+    let claimers: Vec<_> = (0..2)
+        .map(|_| {
+            let worker = t.worker.clone();
+            std::thread::spawn(move || worker.claim("q", 1, 60_000))
+        })
+        .collect();
+    let mut got: Vec<String> = claimers.into_iter().flat_map(|c| c.join().unwrap()).map(|j| uuid_of(&j)).collect();
+    got.sort();
+    inserted.sort();
+    assert_eq!(got, inserted, "each claimer judged and leased its own job");
+
+    // slow_allow takes about 300 ms; a legal hold placed meanwhile changes the job.
+    let job = uuid_of(&t.producer.insert("q", json!({})));
+    let worker = t.worker.clone();
+    let claimer = std::thread::spawn(move || worker.claim("q", 1, 60_000));
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, _) = t.tenant_admin.put(&format!("/v1/jobs/{job}/hold"), json!({ "reason": "audit" }));
+    assert_eq!(status, 200);
+    assert!(claimer.join().unwrap().is_empty(), "the job changed after the plugin saw it");
+    let after = t.producer.job(&job);
+    assert_eq!((after["state"].as_str(), after["attempt"].as_u64()), (Some("pending"), Some(0)), "{after}");
+    let again = t.worker.claim("q", 1, 60_000);
+    assert_eq!(again.iter().map(uuid_of).collect::<Vec<_>>(), vec![job.as_str()], "judged again at its new revision");
+    let events = history(&t, &job);
+    let claim = events.iter().find(|e| e["action"] == "claim").expect("the claim is in the history");
+    assert_eq!(claim["detail"]["plugin"]["outcome"], "allowed", "the claim event keeps the judgement");
 }
 
 #[test]
