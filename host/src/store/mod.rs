@@ -423,7 +423,7 @@ pub trait Store: Send + Sync + 'static {
     async fn promote_due(&self, limit: usize) -> Result<Promoted>;
 
     /// The next ready jobs of a queue's stage in claim order, up to `limit`,
-    /// skipping the seqs in `skip`.
+    /// skipping the seqs in `skip`; none while the queue or the host is paused.
     fn ready_jobs(
         &self,
         tenant: &str,

@@ -268,6 +268,20 @@ fn job_by_seq(txn: &ReadTransaction, seq: u64) -> Result<Option<Job>> {
     }
 }
 
+fn host_paused_in(txn: &ReadTransaction) -> Result<bool> {
+    let meta = txn.open_table(META).map_err(internal)?;
+    Ok(meta.get("paused").map_err(internal)?.is_some_and(|v| v.value() == 1))
+}
+
+/// A queue's configuration; `None` when the queue was never used.
+fn queue_config_in(txn: &ReadTransaction, tenant: &str, queue: &str) -> Result<Option<QueueConfig>> {
+    let queues = txn.open_table(QUEUES).map_err(internal)?;
+    match queues.get((tenant, queue)).map_err(internal)? {
+        Some(bytes) => Ok(Some(decode(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
 fn seq_of(txn: &ReadTransaction, tenant: &str, job_uuid: Uuid) -> Result<Option<u64>> {
     let uuids = txn.open_table(UUIDS).map_err(internal)?;
     let seq = uuids.get((tenant, job_uuid.as_u128())).map_err(internal)?.map(|v| v.value());
@@ -330,9 +344,7 @@ impl Store for RedbStore {
     }
 
     fn host_paused(&self) -> Result<bool> {
-        let txn = self.read()?;
-        let meta = txn.open_table(META).map_err(internal)?;
-        Ok(meta.get("paused").map_err(internal)?.is_some_and(|v| v.value() == 1))
+        host_paused_in(&*self.read()?)
     }
 
     async fn transitions(&self, requests: Vec<TransitionRequest>) -> Result<Vec<Result<Change>>> {
@@ -356,6 +368,9 @@ impl Store for RedbStore {
         skip: &HashSet<u64>,
     ) -> Result<Vec<Job>> {
         let txn = self.read()?;
+        if host_paused_in(&txn)? || queue_config_in(&txn, tenant, queue)?.is_some_and(|c| c.paused) {
+            return Ok(Vec::new());
+        }
         let ready = txn.open_table(READY).map_err(internal)?;
         let mut jobs = Vec::with_capacity(limit);
         for entry in ready.range(write_ops::ready_range(tenant, queue, stage.code())).map_err(internal)? {
@@ -566,9 +581,7 @@ impl Store for RedbStore {
 
     fn queue(&self, tenant: &str, name: &str) -> Result<Option<QueueView>> {
         let txn = self.read()?;
-        let queues = txn.open_table(QUEUES).map_err(internal)?;
-        let Some(config) = queues.get((tenant, name)).map_err(internal)? else { return Ok(None) };
-        let config: QueueConfig = decode(config.value())?;
+        let Some(config) = queue_config_in(&txn, tenant, name)? else { return Ok(None) };
         let breakers_t = txn.open_table(BREAKERS).map_err(internal)?;
         let mut breakers = Vec::new();
         for entry in breakers_t.range((tenant, name, "")..).map_err(internal)? {

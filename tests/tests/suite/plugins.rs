@@ -234,6 +234,25 @@ fn judged_claims_reserve_their_jobs_and_skip_a_job_changed_meanwhile() {
     let events = history(&t, &job);
     let claim = events.iter().find(|e| e["action"] == "claim").expect("the claim is in the history");
     assert_eq!(claim["detail"]["plugin"]["outcome"], "allowed", "the claim event keeps the judgement");
+
+    // A paused queue hands out nothing, and its jobs are not judged meanwhile.
+    t.producer.insert("q", json!({}));
+    assert_eq!(t.tenant_admin.post("/v1/queues/q/pause", json!({})).0, 200);
+    let before = plugin_calls(&server);
+    let (status, body) = t.worker.post("/v1/queues/q/claim", json!({ "worker": "w", "limit": 5 }));
+    assert_eq!((status, body["paused"].as_bool(), body["jobs"].as_array().map(Vec::len)), (200, Some(true), Some(0)));
+    assert_eq!(plugin_calls(&server), before, "nothing judged while paused");
+}
+
+/// Plugin calls the host has made, by its metrics.
+fn plugin_calls(server: &Server) -> u64 {
+    let admin = server.admin();
+    let text = admin.send(admin.request(reqwest::Method::GET, "/metrics")).1;
+    let text = text.as_str().expect("metrics text").to_owned();
+    text.lines()
+        .filter(|l| l.starts_with("sluice_plugin_calls_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .sum()
 }
 
 #[test]
