@@ -511,19 +511,21 @@ impl QueueService {
             Ok(jobs) => jobs,
             Err(e) => return todo.iter().map(|_| Err(e.clone())).collect(),
         };
+        for (&i, job) in todo.iter().zip(&jobs) {
+            queues[i] = job.as_ref().map(|job| job.queue.clone());
+        }
         let calls = todo.iter().zip(&jobs).map(|(&i, job)| async move {
             let Some(job) = job else { return Err(Error::not_found("job")) };
-            judge::judge_command(&self.plugins, job, &actions[i].1).await
+            Ok((job, judge::judge_command(&self.plugins, job, &actions[i].1).await?))
         });
         let decisions = futures::future::join_all(calls).await;
         let mut notes = Vec::new();
         let mut verdicts = Vec::with_capacity(todo.len());
-        for ((&i, job), decision) in todo.iter().zip(&jobs).zip(decisions) {
-            queues[i] = job.as_ref().map(|job| job.queue.clone());
-            verdicts.push(match (decision, job) {
-                (Ok(Decision::Proceed(None)), _) => Ok((None, None)),
-                (Ok(Decision::Proceed(Some(judgement))), Some(job)) => Ok((Some(job.revision), Some(judgement))),
-                (Ok(Decision::Refuse(error, judgement)), Some(job)) => {
+        for (&i, decision) in todo.iter().zip(decisions) {
+            verdicts.push(match decision {
+                Ok((_, Decision::Proceed(None))) => Ok((None, None)),
+                Ok((job, Decision::Proceed(Some(judgement)))) => Ok((Some(job.revision), Some(judgement))),
+                Ok((job, Decision::Refuse(error, judgement))) => {
                     notes.push(NoteRequest {
                         tenant: tenant.to_owned(),
                         job_uuid: job.job_uuid,
@@ -534,8 +536,7 @@ impl QueueService {
                     });
                     Err(error)
                 }
-                (Err(e), _) => Err(e),
-                (Ok(_), None) => unreachable!("a job that was not found is not judged"),
+                Err(e) => Err(e),
             });
         }
         if !notes.is_empty()

@@ -8,8 +8,9 @@
 //! number the power goes: that operation and every later one (reads too) fails, and
 //! nothing more reaches the durable images.
 //!
-//! For each seed a workload of concurrent inserts, claims, completes, fails, releases,
-//! duplicate completes and scheduler passes runs from several tokio tasks through
+//! For each seed a workload of concurrent inserts, claims (half of them judged first,
+//! as under a validator, some picks vetoed), completes, fails, releases, duplicate
+//! completes and scheduler passes runs from several tokio tasks through
 //! `RedbStore` (so the writer really batches); the client remembers every answer it got
 //! before the crash. Then redb's `check_integrity` runs on the durable image, and the
 //! store is reopened on it and checked against what was acknowledged and submitted
@@ -44,9 +45,9 @@ use redb::StorageBackend;
 use serde_json::Map;
 use serde_json::value::RawValue;
 use sluice_host::error::Code;
-use sluice_host::model::{Actor, Job, JobState, QueueConfig, Stage, Tenant};
+use sluice_host::model::{Actor, Job, JobState, Judgement, PluginKind, QueueConfig, Stage, Tenant};
 use sluice_host::store::{
-    ClaimRequest, Command, Failure, JobFilter, NewJob, RedbStore, Store, StoreOptions, TransitionRequest,
+    ClaimRequest, Command, Failure, JobFilter, JudgedPick, NewJob, RedbStore, Store, StoreOptions, TransitionRequest,
 };
 use uuid::Uuid;
 
@@ -368,6 +369,8 @@ struct Client {
     /// Every (job, token, action) sent as complete / fail / release.
     submitted_finishes: HashSet<(Uuid, u64, &'static str)>,
     submitted_promotes: u32,
+    /// Jobs sent as vetoed in a judged claim.
+    submitted_vetoes: HashSet<Uuid>,
     acks: Vec<Ack>,
     /// Requests answered Ok (each may acknowledge several jobs) and refusals answered
     /// after their commit.
@@ -391,6 +394,20 @@ const QUEUES: [&str; 2] = ["q0", "q1"];
 
 fn actor() -> Actor {
     Actor::Key { key_id: "power-loss".into(), role: "worker".into() }
+}
+
+/// What a validator's call left for a judged claim (no plugin runs at this level).
+fn judgement() -> Judgement {
+    Judgement {
+        digest: "power-loss".into(),
+        kind: PluginKind::Validator,
+        outcome: "allowed".into(),
+        code: None,
+        reason: None,
+        fuel: 1,
+        duration_us: 1,
+        output: String::new(),
+    }
 }
 
 fn new_job(rng: &mut Rng, n: u64) -> NewJob {
@@ -519,7 +536,7 @@ async fn worker_task(store: Arc<RedbStore>, c: Shared, tenant: String, budget: A
             let limit = rng.range(1, 3) as u32;
             let worker = format!("w{id}-{n}");
             client(&c).submitted_claims.insert(worker.clone(), limit);
-            let request = ClaimRequest {
+            let mut request = ClaimRequest {
                 tenant: tenant.clone(),
                 queue: QUEUES[rng.below(2) as usize].to_owned(),
                 stage: Stage::Stable,
@@ -529,6 +546,28 @@ async fn worker_task(store: Arc<RedbStore>, c: Shared, tenant: String, budget: A
                 actor: actor(),
                 judged: None,
             };
+            // Half the claims are judged first, as under a validator: the writer leases
+            // the picked jobs still at the revision read, and defers the vetoed ones.
+            if rng.below(2) == 0 {
+                let Ok(ready) =
+                    store.ready_jobs(&tenant, &request.queue, Stage::Stable, limit as usize, &HashSet::new())
+                else {
+                    client(&c).failed_requests += 1;
+                    continue;
+                };
+                let picks: Vec<JudgedPick> = ready
+                    .iter()
+                    .map(|job| JudgedPick {
+                        seq: job.seq,
+                        revision: job.revision,
+                        judgement: judgement(),
+                        vetoed: rng.below(4) == 0,
+                    })
+                    .collect();
+                let vetoed = ready.iter().zip(&picks).filter(|(_, p)| p.vetoed).map(|(job, _)| job.job_uuid);
+                client(&c).submitted_vetoes.extend(vetoed);
+                request.judged = Some(picks);
+            }
             let result = store.claim(request).await;
             let mut cl = client(&c);
             match result {
@@ -539,6 +578,9 @@ async fn worker_task(store: Arc<RedbStore>, c: Shared, tenant: String, budget: A
                         assert_eq!(token, job.last_token);
                         cl.acks.push(Ack::of("claim", &job));
                         held.push((job.job_uuid, token));
+                    }
+                    for change in claimed.deferred {
+                        cl.acks.push(Ack::of("defer", &change.job));
                     }
                 }
                 Err(_) => cl.failed_requests += 1,
@@ -603,6 +645,8 @@ async fn workload(store: Arc<RedbStore>, c: Shared, tenant: String, budget: u64,
 struct Checked {
     jobs_recovered: u64,
     acks_checked: u64,
+    /// Of them, deferrals of vetoed jobs by judged claims.
+    defers_checked: u64,
     /// Jobs whose recovered revision is newer than anything acknowledged: durable but
     /// unanswered work (allowed).
     unacked_durable: u64,
@@ -714,6 +758,7 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
                     ensure!(key.is_some(), "job {u}: {action} with token {token} in history, never submitted");
                 }
                 "reschedule" => ensure!(cl.submitted_promotes > 0, "job {u}: rescheduled without a scheduler pass"),
+                "defer" => ensure!(cl.submitted_vetoes.contains(&u), "job {u}: deferred, never vetoed"),
                 other => return Err(format!("job {u}: unexpected history action {other}")),
             }
         }
@@ -752,6 +797,7 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
     let mut newest: BTreeMap<Uuid, &Ack> = BTreeMap::new();
     for ack in &cl.acks {
         checked.acks_checked += 1;
+        checked.defers_checked += u64::from(ack.what == "defer");
         let job = by_uuid.get(&ack.uuid).ok_or_else(|| {
             format!("LOST: job {} acknowledged ({} at revision {}) is gone", ack.uuid, ack.what, ack.revision)
         })?;
@@ -1138,7 +1184,7 @@ fn acknowledged_writes_survive_power_loss() {
     let mut hit_kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut max_image = 0;
     let mut half_created = 0u64;
-    let (mut commits, mut folds, mut largest_batch, mut replayed) = (0u64, 0u64, 0u64, 0u64);
+    let (mut commits, mut folds, mut largest_batch, mut replayed, mut defers) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for &seed in &seeds {
         let budget = budget_of(seed);
         let plan = plan_of(seed, budget, &cal);
@@ -1153,6 +1199,7 @@ fn acknowledged_writes_survive_power_loss() {
                 acked_requests += out.acked_requests;
                 refusals += out.acked_refusals;
                 acks += out.checked.acks_checked;
+                defers += out.checked.defers_checked;
                 recovered += out.checked.jobs_recovered;
                 unacked_durable += out.checked.unacked_durable;
                 max_image = max_image.max(out.durable_len);
@@ -1185,8 +1232,8 @@ fn acknowledged_writes_survive_power_loss() {
         }
     }
     println!(
-        "power loss: {} seeds run, {} failed; {} acknowledged requests checked ({} job acknowledgements, {} refusals) \
-         in {} commits (largest batch {}) and {} folds; {} recoveries replayed a journal; \
+        "power loss: {} seeds run, {} failed; {} acknowledged requests checked ({} job acknowledgements, {} of them \
+         deferrals by judged claims; {} refusals) in {} commits (largest batch {}) and {} folds; {} recoveries replayed a journal; \
          {} jobs recovered, {} with durable but unacknowledged changes; crash points hit: {} during open, \
          {} during the workload, {} power cuts after it; crashed ops by kind {:?}; {} seeds with torn unsynced writes \
          ({} writes reached the disk); {} half-created files refused by redb (no acknowledged work); largest durable image {} KiB; {:.1} s",
@@ -1194,6 +1241,7 @@ fn acknowledged_writes_survive_power_loss() {
         failures.len(),
         acked_requests,
         acks,
+        defers,
         refusals,
         commits,
         largest_batch,
@@ -1213,7 +1261,10 @@ fn acknowledged_writes_survive_power_loss() {
     );
     assert!(failures.is_empty(), "{} of {} seeds failed:\n{}", failures.len(), seeds.len(), failures.join("\n"));
     if seeds.len() > 1 {
-        assert!(folds > 0 && replayed > 0, "the seeds must exercise folds ({folds}) and journal replays ({replayed})");
+        assert!(
+            folds > 0 && replayed > 0 && defers > 0,
+            "the seeds must exercise folds ({folds}), journal replays ({replayed}) and judged deferrals ({defers})"
+        );
     }
 
     // Negative control: the same checks must notice lost acknowledged work when the disk

@@ -802,7 +802,7 @@ pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promote
     Ok(promoted)
 }
 
-/// A history event that changes nothing else: a veto, a judged claim.
+/// A history event that changes nothing else: a veto.
 pub fn note(ctx: &mut WriteCtx<'_, '_>, req: NoteRequest) -> OpResult<()> {
     let t = &mut *ctx.tables;
     // Still this job (not deleted): its uuid still maps to its seq.
