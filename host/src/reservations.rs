@@ -3,14 +3,16 @@
 //! jobs instead of all judging its head. A reservation is only a hint: the writer
 //! claims a judged job only if it is still ready at the revision the plugin saw.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashSet;
+
+use dashmap::DashMap;
 
 use crate::error::Result;
 
-/// The seqs being judged, per (tenant, queue).
+/// The seqs being judged, per (tenant, queue). A map shard is locked only while
+/// one claimer of its queues reads, so claims of other queues go on meanwhile.
 #[derive(Default)]
-pub struct Reservations(Mutex<HashMap<(String, String), HashSet<u64>>>);
+pub struct Reservations(DashMap<(String, String), HashSet<u64>>);
 
 /// Jobs reserved until this is dropped (also when the claim is abandoned midway).
 pub struct Reserved<'r> {
@@ -21,8 +23,8 @@ pub struct Reserved<'r> {
 
 impl Reservations {
     /// Reserve the jobs `read` returns (`seq` names each); `read` is given the
-    /// seqs already reserved in the queue, to skip them, and runs under the lock,
-    /// so two claimers never reserve the same job.
+    /// seqs already reserved in the queue, to skip them, and runs under the
+    /// queue's lock, so two claimers never reserve the same job.
     pub fn reserve<T>(
         &self,
         tenant: &str,
@@ -31,37 +33,25 @@ impl Reservations {
         seq: impl Fn(&T) -> u64,
     ) -> Result<(Reserved<'_>, Vec<T>)> {
         let key = (tenant.to_owned(), queue.to_owned());
-        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let taken = all.entry(key.clone()).or_default();
-        let jobs = match read(taken) {
-            Ok(jobs) => jobs,
-            Err(e) => {
-                if taken.is_empty() {
-                    all.remove(&key);
-                }
-                return Err(e);
-            }
-        };
-        let seqs: Vec<u64> = jobs.iter().map(seq).collect();
+        let mut taken = self.0.entry(key.clone()).or_default();
+        let jobs = read(&taken);
+        let seqs: Vec<u64> = jobs.iter().flatten().map(seq).collect();
         taken.extend(&seqs);
-        if taken.is_empty() {
-            all.remove(&key);
-        }
-        Ok((Reserved { reservations: self, queue: key, seqs }, jobs))
+        drop(taken);
+        let reserved = Reserved { reservations: self, queue: key, seqs };
+        // On a failed read the guard drops here and leaves no empty entry behind.
+        Ok((reserved, jobs?))
     }
 }
 
 impl Drop for Reserved<'_> {
     fn drop(&mut self) {
-        let mut all = self.reservations.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(taken) = all.get_mut(&self.queue) {
+        if let Some(mut taken) = self.reservations.0.get_mut(&self.queue) {
             for seq in &self.seqs {
                 taken.remove(seq);
             }
-            if taken.is_empty() {
-                all.remove(&self.queue);
-            }
         }
+        self.reservations.0.remove_if(&self.queue, |_, taken| taken.is_empty());
     }
 }
 
@@ -89,6 +79,6 @@ mod tests {
         drop((second, third));
         let failed = r.reserve("acme", "q", |_| Err(crate::error::Error::internal("read failed")), |&s: &u64| s);
         assert!(failed.is_err());
-        assert!(!r.0.lock().unwrap().contains_key(&("acme".into(), "q".into())), "an idle queue leaves no entry");
+        assert!(!r.0.contains_key(&("acme".into(), "q".into())), "an idle queue leaves no entry");
     }
 }
