@@ -438,21 +438,22 @@ impl QueueService {
     /// in one writer request, each only if its job is still at the revision the
     /// plugin saw (else it is judged again).
     pub async fn act_many(&self, tenant: &str, actions: Vec<(Uuid, Command)>, actor: &Actor) -> Vec<Result<Job>> {
-        let mut answers: Vec<Option<Result<Job>>> =
-            actions.iter().map(|(_, command)| validate_command(command).err().map(Err)).collect();
+        // Invalid commands are answered as they are: not judged, logged or counted.
+        let invalid: Vec<Option<Error>> = actions.iter().map(|(_, command)| validate_command(command).err()).collect();
         let mut outcomes: Vec<Option<Result<Change>>> = actions.iter().map(|_| None).collect();
         let mut queues: Vec<Option<String>> = vec![None; actions.len()];
         // Without a validator bound in the tenant nothing is judged, and the writer
         // reads each job itself: no read before it.
         let judged = self.plugins.binds_any(tenant, PluginKind::Validator);
-        let mut todo: Vec<usize> = (0..actions.len()).filter(|&i| answers[i].is_none()).collect();
+        let mut todo: Vec<usize> = (0..actions.len()).filter(|&i| invalid[i].is_none()).collect();
         for attempt in 1..=JUDGE_ATTEMPTS {
             if todo.is_empty() {
                 break;
             }
-            let verdicts = match judged {
-                true => self.judge_actions(tenant, &actions, &todo, &mut queues, actor).await,
-                false => todo.iter().map(|_| Ok((None, None))).collect(),
+            let verdicts = if judged {
+                self.judge_actions(tenant, &actions, &todo, &mut queues, actor).await
+            } else {
+                todo.iter().map(|_| Ok((None, None))).collect()
             };
             let (mut requests, mut sent) = (Vec::with_capacity(todo.len()), Vec::with_capacity(todo.len()));
             for (i, verdict) in todo.drain(..).zip(verdicts) {
@@ -484,14 +485,16 @@ impl QueueService {
                 }
             }
         }
-        let finished = outcomes.into_iter().zip(queues).zip(actions).zip(answers.iter_mut());
-        for (((outcome, queue), (job_uuid, command)), answer) in finished {
-            if answer.is_none() {
-                let outcome = outcome.expect("every valid action was applied or refused");
-                *answer = Some(self.finish_action(tenant, job_uuid, &command, queue, outcome, actor));
-            }
-        }
-        answers.into_iter().map(|answer| answer.expect("every action answered")).collect()
+        let finished = invalid.into_iter().zip(outcomes).zip(queues).zip(actions);
+        finished
+            .map(|(((invalid, outcome), queue), (job_uuid, command))| match invalid {
+                Some(e) => Err(e),
+                None => {
+                    let outcome = outcome.expect("every valid action was applied or refused");
+                    self.finish_action(tenant, job_uuid, &command, queue, outcome, actor)
+                }
+            })
+            .collect()
     }
 
     /// Judge the actions `todo` (indexes into `actions`) with the tenant's bound

@@ -47,7 +47,8 @@ use serde_json::value::RawValue;
 use sluice_host::error::Code;
 use sluice_host::model::{Actor, Job, JobState, Judgement, PluginKind, QueueConfig, Stage, Tenant};
 use sluice_host::store::{
-    ClaimRequest, Command, Failure, JobFilter, JudgedPick, NewJob, RedbStore, Store, StoreOptions, TransitionRequest,
+    Change, ClaimRequest, Command, Failure, JobFilter, JudgedPick, NewJob, RedbStore, Store, StoreOptions,
+    TransitionRequest,
 };
 use uuid::Uuid;
 
@@ -396,6 +397,11 @@ fn actor() -> Actor {
     Actor::Key { key_id: "power-loss".into(), role: "worker".into() }
 }
 
+/// One transition, as the service sends a single action.
+async fn transition(store: &RedbStore, request: TransitionRequest) -> sluice_host::error::Result<Change> {
+    store.transitions(vec![request]).await?.pop().expect("one result per request")
+}
+
 /// What a validator's call left for a judged claim (no plugin runs at this level).
 fn judgement() -> Judgement {
     Judgement {
@@ -465,7 +471,7 @@ async fn finish(
         expected_revision: None,
         judgement: None,
     };
-    let result = store.transition(request).await;
+    let result = transition(store, request).await;
     let mut cl = client(c);
     match result {
         Ok(change) => {
@@ -931,7 +937,7 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
             expected_revision: None,
             judgement: None,
         };
-        let change = store.transition(request).await.map_err(e("probe complete"))?;
+        let change = transition(store, request).await.map_err(e("probe complete"))?;
         ensure!(change.job.state == JobState::Completed, "probe job is {:?}", change.job.state);
         Ok::<(), String>(())
     })?;

@@ -420,3 +420,9 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Opt
 pub fn code(body: &Value) -> &str {
     body["code"].as_str().unwrap_or("")
 }
+
+/// A batch answer's items as (status, problem code or ""), in order.
+pub fn batch_outcome(out: &Value) -> Vec<(u64, &str)> {
+    let items = out["results"].as_array().expect("a batch answer lists its results");
+    items.iter().map(|r| (r["status"].as_u64().unwrap(), code(&r["error"]))).collect()
+}

@@ -382,12 +382,9 @@ pub trait Store: Send + Sync + 'static {
     /// Pause or resume one queue, or the whole host. Survives restarts.
     async fn set_paused(&self, scope: PauseScope, paused: bool) -> Result<()>;
     fn host_paused(&self) -> Result<bool>;
-    /// Several transitions in one writer request (a batch complete); each is
-    /// applied or refused on its own.
+    /// Transitions in one writer request (one action, or a batch complete); each
+    /// is applied or refused on its own.
     async fn transitions(&self, requests: Vec<TransitionRequest>) -> Result<Vec<Result<Change>>>;
-    async fn transition(&self, request: TransitionRequest) -> Result<Change> {
-        self.transitions(vec![request]).await?.pop().expect("one result per request")
-    }
     /// Host move: expired leases become failed attempts (`LEASE_EXPIRED`).
     async fn expire_leases(&self, limit: usize) -> Result<Vec<Change>>;
     /// Host move: flag jobs whose stuck deadline passed.

@@ -93,14 +93,20 @@ fn uploads_are_checked_before_anything_is_stored() {
     assert_eq!(b.tenant_admin.get(&format!("/v1/plugins/{digest}")).0, 200, "the other tenant's copy stays");
 }
 
+/// The tenant requires `invoice_id` in every payload, and binds the reference
+/// validator that enforces it to queue `billing`; returns the plugin's digest.
+fn require_invoice_ids(t: &Tenant) -> String {
+    let (status, _) =
+        t.tenant_admin.put("/v1/config", json!({ "default_tags": { "required_fields": ["invoice_id"] } }));
+    assert_eq!(status, 200);
+    t.tenant_admin.install("require_fields", "validator", "billing", "closed")
+}
+
 #[test]
 fn validators_veto_with_their_code_and_every_judgement_is_in_the_history() {
     let server = Server::start();
     let t = server.tenant("acme");
-    let (status, _) =
-        t.tenant_admin.put("/v1/config", json!({ "default_tags": { "required_fields": ["invoice_id"] } }));
-    assert_eq!(status, 200);
-    let digest = t.tenant_admin.install("require_fields", "validator", "billing", "closed");
+    let digest = require_invoice_ids(&t);
 
     let (uuid, token) = claimed(&t, "billing", json!({ "amount": 3 }));
     let before = t.producer.job(&uuid);
@@ -164,10 +170,7 @@ fn validators_veto_with_their_code_and_every_judgement_is_in_the_history() {
 fn a_judged_batch_complete_decides_each_item_on_its_own() {
     let server = Server::start();
     let t = server.tenant("acme");
-    let (status, _) =
-        t.tenant_admin.put("/v1/config", json!({ "default_tags": { "required_fields": ["invoice_id"] } }));
-    assert_eq!(status, 200);
-    let digest = t.tenant_admin.install("require_fields", "validator", "billing", "closed");
+    let digest = require_invoice_ids(&t);
     let (good, good_token) = claimed(&t, "billing", json!({ "invoice_id": 1 }));
     let (bad, bad_token) = claimed(&t, "billing", json!({ "amount": 3 }));
     let (stale, stale_token) = claimed(&t, "billing", json!({ "invoice_id": 2 }));
@@ -179,13 +182,8 @@ fn a_judged_batch_complete_decides_each_item_on_its_own() {
     ]);
     let (status, out) = t.worker.post("/v1/jobs/batch/complete", json!({ "jobs": items }));
     assert_eq!(status, 200, "{out}");
-    let outcome: Vec<(u64, &str)> = out["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["status"].as_u64().unwrap(), r["error"]["code"].as_str().unwrap_or("")))
-        .collect();
-    assert_eq!(outcome, [(200, ""), (409, "PLUGIN_REJECTED"), (409, "LEASE_LOST"), (404, "NOT_FOUND")]);
+    let outcome = [(200, ""), (409, "PLUGIN_REJECTED"), (409, "LEASE_LOST"), (404, "NOT_FOUND")];
+    assert_eq!(batch_outcome(&out), outcome);
     assert_eq!(t.producer.job(&good)["state"], "completed");
     for uuid in [&bad, &stale] {
         assert_eq!(t.producer.job(uuid)["state"], "processing", "a refused item changes nothing");
