@@ -118,7 +118,8 @@ pub fn scrub(
         .map_err(internal)?;
     let txn = db.begin_write().map_err(internal)?;
     let erased = {
-        let mut tables = Tables::open(&txn).map_err(internal)?;
+        let mut tables = Tables::open(&txn);
+        tables.create_all().map_err(internal)?;
         let erased = match super::privacy_ops::erase_subjects(&mut tables, secret, subjects) {
             Ok(erased) => erased,
             Err(super::writer::OpError::Refused(e)) => return Err(e),

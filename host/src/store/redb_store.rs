@@ -202,7 +202,8 @@ fn open_file(dir: &Dir, name: &str, cache_bytes: usize, syncs: Arc<AtomicU64>) -
 fn prepare(db: &Database) -> anyhow::Result<()> {
     let txn = db.begin_write()?;
     {
-        let mut tables = Tables::open(&txn)?;
+        let mut tables = Tables::open(&txn);
+        tables.create_all()?;
         let version = tables.meta.get("schema_version")?.map(|v| v.value());
         match version {
             Some(v) if v > SCHEMA_VERSION => anyhow::bail!(
@@ -223,7 +224,7 @@ fn prepare(db: &Database) -> anyhow::Result<()> {
 fn replay(db: &Database, records: &super::journal::Records) -> anyhow::Result<(u64, u64)> {
     let txn = db.begin_write()?;
     let seqs = {
-        let mut tables = Tables::open(&txn)?;
+        let mut tables = Tables::open(&txn);
         let mut journal_seq = tables.meta.get("journal_seq")?.map(|v| v.value()).unwrap_or(0);
         let last_held = journal_seq;
         for batch in records.iter().filter(|b| b.seq > last_held) {

@@ -3,11 +3,14 @@
 //! against, or rebuilt from, the jobs table.
 
 use std::borrow::Borrow;
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 
-use redb::{AccessGuard, Key, ReadableTable, StorageError, Table, TableDefinition, Value, WriteTransaction};
+use redb::{
+    AccessGuard, Key, ReadableTable, StorageError, Table, TableDefinition, TableHandle, Value, WriteTransaction,
+};
 
 use super::journal::{Change, encode_change};
 
@@ -146,7 +149,7 @@ impl<'t, K: Key + 'static, V: Value + 'static> Logged<'t, K, V> {
     }
 }
 
-impl<'t, K: Key + 'static, V: Value + 'static> std::ops::Deref for Logged<'t, K, V> {
+impl<'t, K: Key + 'static, V: Value + 'static> Deref for Logged<'t, K, V> {
     type Target = Table<'t, K, V>;
 
     fn deref(&self) -> &Table<'t, K, V> {
@@ -208,23 +211,95 @@ impl<'t, K: Key + 'static, V: for<'a> Value<SelfType<'a> = u64> + 'static> Count
     }
 }
 
+/// A table of a write transaction, opened at its first use: a batch opens (and at
+/// its commit closes) only the tables it touches, a dozen of the 37 for a claim.
+/// Tables exist from start-up (`Tables::create_all`), so opening one can fail only
+/// on an I/O error; it then panics with [`TableOpenFailed`], which the writer
+/// treats as the storage failure it is.
+pub struct Lazy<'t, K: Key + 'static, V: Value + 'static, W> {
+    txn: &'t WriteTransaction,
+    def: TableDefinition<'static, K, V>,
+    id: u8,
+    changes: Changes,
+    table: OnceCell<W>,
+}
+
+/// The panic payload of a table that failed to open.
+pub struct TableOpenFailed(pub String);
+
+impl<'t, K: Key + 'static, V: Value + 'static, W: From<Logged<'t, K, V>>> Lazy<'t, K, V, W> {
+    fn new(txn: &'t WriteTransaction, def: TableDefinition<'static, K, V>, id: u8, changes: &Changes) -> Self {
+        Lazy { txn, def, id, changes: changes.clone(), table: OnceCell::new() }
+    }
+
+    fn try_open(&self) -> Result<W, redb::TableError> {
+        let table = self.txn.open_table(self.def)?;
+        Ok(Logged { table, id: self.id, changes: self.changes.clone() }.into())
+    }
+
+    fn open(&self) -> W {
+        self.try_open().unwrap_or_else(|e| {
+            std::panic::panic_any(TableOpenFailed(format!("opening table {}: {e}", self.def.name())))
+        })
+    }
+
+    /// Open the table now (creating it if missing), reporting a failure.
+    fn create(&mut self) -> Result<(), redb::TableError> {
+        if self.table.get().is_none() {
+            let _ = self.table.set(self.try_open()?);
+        }
+        Ok(())
+    }
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static, W: From<Logged<'t, K, V>>> Deref for Lazy<'t, K, V, W> {
+    type Target = W;
+
+    fn deref(&self) -> &W {
+        self.table.get_or_init(|| self.open())
+    }
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static, W: From<Logged<'t, K, V>>> DerefMut for Lazy<'t, K, V, W> {
+    fn deref_mut(&mut self) -> &mut W {
+        if self.table.get().is_none() {
+            let _ = self.table.set(self.open());
+        }
+        self.table.get_mut().expect("opened above")
+    }
+}
+
+impl<'t, K: Key + 'static, V: for<'a> Value<SelfType<'a> = u64> + 'static> Lazy<'t, K, V, Counted<'t, K, V>> {
+    /// Write the summed changes of a counter table, if the batch opened it.
+    fn flush(&mut self) -> Result<(), StorageError> {
+        self.table.get_mut().map_or(Ok(()), Counted::flush)
+    }
+}
+
 /// Declares `Tables` from one list. The number is the table's id in the journal:
 /// a journal is replayed by the next version of the binary, so ids never change.
 macro_rules! tables {
     ($($id:literal $field:ident: $wrap:ident $def:ident <$k:ty, $v:ty>,)*) => {
-        /// All tables of one write transaction, opened once per batch.
+        /// All tables of one write transaction, each opened at its first use.
         pub struct Tables<'t> {
-            $(pub $field: $wrap<'t, $k, $v>,)*
+            $(pub $field: Lazy<'t, $k, $v, $wrap<'t, $k, $v>>,)*
             changes: Changes,
         }
 
         impl<'t> Tables<'t> {
-            pub fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, redb::TableError> {
+            pub fn open(txn: &'t WriteTransaction) -> Tables<'t> {
                 let changes = Changes::default();
-                Ok(Tables {
-                    $($field: Logged { table: txn.open_table($def)?, id: $id, changes: changes.clone() }.into(),)*
+                Tables {
+                    $($field: Lazy::new(txn, $def, $id, &changes),)*
                     changes,
-                })
+                }
+            }
+
+            /// Open every table, creating those missing (at start-up, so later
+            /// transactions find them all).
+            pub fn create_all(&mut self) -> Result<(), redb::TableError> {
+                $(self.$field.create()?;)*
+                Ok(())
             }
 
             /// Apply one change read back from the journal.

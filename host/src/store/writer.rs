@@ -366,27 +366,20 @@ fn apply_batch(
     let fold = log.fold_due();
     let seq_before = *next_seq;
     let outcome = {
-        let mut tables = match Tables::open(&txn) {
-            Ok(t) => t,
-            Err(e) => return Err(storage(drain_failed(ops), &e)),
-        };
+        let mut tables = Tables::open(&txn);
         let mut ctx = WriteCtx { tables: &mut tables, now: now_ms(), next_seq };
         let mut failure = None;
         for op in ops.by_ref() {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(&mut ctx))) {
-                Ok(Ok(reply)) => replies.push(reply),
-                Ok(Err(e)) => {
-                    failure = Some((e, true));
-                    break;
-                }
-                Err(_) => {
-                    failure = Some(("internal error: a write operation panicked".to_owned(), false));
+            match guarded(|| op(&mut ctx)).and_then(|done| done.map_err(|e| (e, true))) {
+                Ok(reply) => replies.push(reply),
+                Err(failed) => {
+                    failure = Some(failed);
                     break;
                 }
             }
         }
         let seq = *ctx.next_seq;
-        let mut finish = || -> Result<Option<(Vec<u8>, bool)>, redb::StorageError> {
+        let finish = || -> Result<Option<(Vec<u8>, bool)>, redb::StorageError> {
             tables.flush_counters()?;
             if seq != seq_before {
                 tables.meta.insert("next_seq", seq)?;
@@ -398,8 +391,8 @@ fn apply_batch(
             Ok(Some((tables.take_changes(), tables.config_changed())))
         };
         match failure {
-            Some(failure) => Err(failure),
-            None => finish().map_err(|e| (e.to_string(), true)),
+            Some(failed) => Err(failed),
+            None => guarded(finish).and_then(|finished| finished.map_err(|e| (e.to_string(), true))),
         }
     };
     let changes = match outcome {
@@ -436,9 +429,35 @@ fn apply_batch(
     }
     Ok(replies)
 }
+/// Run part of a batch, catching a panic: a table that failed to open is a storage
+/// failure (fatal); any other panic rolls back only this batch.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, (String, bool)> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        match payload.downcast::<super::tables::TableOpenFailed>() {
+            Ok(failed) => (failed.0, true),
+            Err(_) => ("internal error: a write operation panicked".to_owned(), false),
+        }
+    })
+}
+
 /// Ops that will not run still owe their caller an answer: dropping an op drops
 /// its reply channel, and the caller then reports the writer's recorded failure.
 fn drain_failed(ops: impl Iterator<Item = Op>) -> Vec<Reply> {
     ops.for_each(drop);
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tables::TableOpenFailed;
+
+    #[test]
+    fn a_table_that_fails_to_open_is_a_storage_failure_and_any_other_panic_is_not() {
+        assert_eq!(guarded(|| 7).ok(), Some(7));
+        let failed = guarded(|| std::panic::panic_any(TableOpenFailed("opening table jobs: I/O error".into())));
+        assert_eq!(failed.err(), Some(("opening table jobs: I/O error".to_owned(), true)));
+        let panicked = guarded(|| panic!("a bug"));
+        assert_eq!(panicked.err(), Some(("internal error: a write operation panicked".to_owned(), false)));
+    }
 }
