@@ -12,34 +12,32 @@ use crate::store::Store;
 
 pub struct Pseudonyms {
     store: Arc<dyn Store>,
-    secrets: DashMap<(String, String), [u8; 32]>,
+    /// Each user's pseudonym once computed (two log lines per job would otherwise
+    /// each pay for an HMAC); dropped with the secret by `forget`.
+    known: DashMap<(String, String), String>,
 }
 
 impl Pseudonyms {
     pub fn new(store: Arc<dyn Store>) -> Pseudonyms {
-        Pseudonyms { store, secrets: DashMap::new() }
+        Pseudonyms { store, known: DashMap::new() }
     }
 
     /// 16 hex digits standing for the user in log lines; `-` when the user has no secret.
     pub fn of(&self, tenant: &str, user_id: &str) -> String {
         let key = (tenant.to_owned(), user_id.to_owned());
-        let secret = match self.secrets.get(&key) {
-            Some(s) => *s,
-            None => match self.store.user_key(tenant, user_id) {
-                Ok(Some(s)) => {
-                    self.secrets.insert(key, s);
-                    s
-                }
-                _ => return "-".into(),
-            },
-        };
+        if let Some(known) = self.known.get(&key) {
+            return known.clone();
+        }
+        let Ok(Some(secret)) = self.store.user_key(tenant, user_id) else { return "-".into() };
         let mut mac = Hmac::<Sha256>::new_from_slice(&secret).expect("any key length works");
         mac.update(user_id.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..8])
+        let pseudonym = hex::encode(&mac.finalize().into_bytes()[..8]);
+        self.known.insert(key, pseudonym.clone());
+        pseudonym
     }
 
     /// Drop a deleted user's secret: its old log lines become unlinkable.
     pub fn forget(&self, tenant: &str, user_id: &str) {
-        self.secrets.remove(&(tenant.to_owned(), user_id.to_owned()));
+        self.known.remove(&(tenant.to_owned(), user_id.to_owned()));
     }
 }

@@ -179,9 +179,38 @@ async fn batch_inserts(api: &Api, queue: &str, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// What a worker reads of a claim's answer (serde skips the rest unparsed).
+#[derive(serde::Deserialize)]
+struct ClaimAnswer {
+    jobs: Vec<ClaimedJob>,
+}
+
+#[derive(serde::Deserialize)]
+struct ClaimedJob {
+    job_uuid: uuid::Uuid,
+    lease: Lease,
+}
+
+#[derive(serde::Deserialize)]
+struct Lease {
+    token: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Completion {
+    job_uuid: uuid::Uuid,
+    token: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchAnswer {
+    refused: usize,
+}
+
 /// Claim and complete `n` jobs with `in_flight` jobs in flight: workers that each
 /// claim up to 10 jobs at a time and complete them in one batch request; jobs/s and
-/// claim latencies.
+/// claim latencies. Answers are read into the few fields a worker needs, so the
+/// load generator leaves the machine's CPU to the server.
 async fn drain(api: &Api, queue: &str, n: usize, in_flight: usize) -> (f64, Latencies) {
     const PER_CLAIM: usize = 10;
     let done = Arc::new(AtomicUsize::new(0));
@@ -192,21 +221,30 @@ async fn drain(api: &Api, queue: &str, n: usize, in_flight: usize) -> (f64, Late
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let claim = json!({ "worker": format!("w{w}"), "limit": PER_CLAIM, "wait_ms": 200 });
+                let claim = serde_json::to_vec(&claim).expect("claim");
+                let path = format!("/v1/queues/{queue}/claim");
                 while done.load(Ordering::Relaxed) < n {
                     let t = Instant::now();
-                    let (status, body) = api.post(&format!("/v1/queues/{queue}/claim"), &claim).await;
-                    assert_eq!(status, 200, "claim: {body}");
-                    let jobs = body["jobs"].as_array().cloned().unwrap_or_default();
-                    if jobs.is_empty() {
+                    let (status, body) = api.post_encoded(&path, claim.clone()).await;
+                    assert_eq!(status, 200, "claim: {}", String::from_utf8_lossy(&body));
+                    let claimed: ClaimAnswer = serde_json::from_slice(&body).expect("claim answer");
+                    if claimed.jobs.is_empty() {
                         continue;
                     }
                     lat.push(t.elapsed());
-                    let completions: Vec<Value> = jobs
+                    let jobs: Vec<Completion> = claimed
+                        .jobs
                         .iter()
-                        .map(|j| json!({ "job_uuid": j["job_uuid"], "token": j["lease"]["token"] }))
+                        .map(|j| Completion { job_uuid: j.job_uuid, token: j.lease.token })
                         .collect();
-                    let (status, body) = api.post("/v1/jobs/batch/complete", &json!({ "jobs": completions })).await;
-                    assert!(status == 200 && body["refused"] == 0, "complete: {status} {}", body["results"]);
+                    let body = serde_json::to_vec(&json!({ "jobs": jobs })).expect("completions");
+                    let (status, answer) = api.post_encoded("/v1/jobs/batch/complete", body).await;
+                    let refused = serde_json::from_slice::<BatchAnswer>(&answer).ok().map(|a| a.refused);
+                    assert!(
+                        status == 200 && refused == Some(0),
+                        "complete: {status} {}",
+                        String::from_utf8_lossy(&answer)
+                    );
                     done.fetch_add(jobs.len(), Ordering::Relaxed);
                 }
                 lat
@@ -278,51 +316,53 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 type Figures = BTreeMap<&'static str, f64>;
 
-/// The server's CPU time (user and system) per job over one row, for the whole
-/// process and for its writer thread: steadier than jobs/s on a shared machine,
-/// and it says which side a change made cheaper.
+/// CPU time (user and system) per job over one row: of the server process, of its
+/// writer thread, and of this load generator (which shares the machine's two cores
+/// with the server). Steadier than jobs/s on a shared machine, and it says which
+/// side a change made cheaper.
 struct CpuMeter {
     pid: u32,
-    start: (f64, f64),
+    start: [f64; 3],
 }
 
 impl CpuMeter {
     fn start(pid: u32) -> CpuMeter {
-        CpuMeter { pid, start: server_cpu_seconds(pid) }
+        CpuMeter { pid, start: cpu_seconds(pid) }
     }
 
-    /// (server, writer) CPU microseconds per job since `start`.
-    fn per_job(&self, jobs: usize) -> (f64, f64) {
-        let (process, writer) = server_cpu_seconds(self.pid);
-        let per = |now: f64, then: f64| (now - then) * 1e6 / jobs as f64;
-        (per(process, self.start.0), per(writer, self.start.1))
+    /// (server, writer, client) CPU microseconds per job since `start`.
+    fn per_job(&self, jobs: usize) -> [f64; 3] {
+        let now = cpu_seconds(self.pid);
+        std::array::from_fn(|i| (now[i] - self.start[i]) * 1e6 / jobs as f64)
     }
 }
 
-/// CPU seconds used so far by the process (its threads, live and ended) and by the
-/// thread named `sluice-writer`. `/proc` counts in USER_HZ, 100 per second on Linux.
-fn server_cpu_seconds(pid: u32) -> (f64, f64) {
+/// CPU seconds used so far by the server process (its threads, live and ended), by
+/// its thread named `sluice-writer`, and by this process. `/proc` counts in USER_HZ,
+/// 100 per second on Linux.
+fn cpu_seconds(pid: u32) -> [f64; 3] {
     let ticks = |stat: &str| -> f64 {
         // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
         (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
     };
-    let process = ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default());
+    let stat = |path: String| ticks(&std::fs::read_to_string(path).unwrap_or_default());
     let writer = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
         .flatten()
         .find(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "sluice-writer"))
-        .map_or(0.0, |task| ticks(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default()));
-    (process, writer)
+        .map_or(0.0, |task| stat(task.path().join("stat").display().to_string()));
+    [stat(format!("/proc/{pid}/stat")), writer, stat("/proc/self/stat".into())]
 }
 
-/// Record the CPU per job (server, writer) of the row `meter` watched.
-fn record_cpu(f: &mut Figures, meter: CpuMeter, jobs: usize, labels: [&'static str; 2]) {
-    let (server, writer) = meter.per_job(jobs);
-    f.insert(labels[0], server);
-    f.insert(labels[1], writer);
+/// Record the CPU per job (server, writer, client) of the row `meter` watched.
+fn record_cpu(f: &mut Figures, meter: CpuMeter, jobs: usize, row: &str) {
+    for (side, per_job) in ["server", "writer", "client"].into_iter().zip(meter.per_job(jobs)) {
+        // The figures' names live as long as the run.
+        f.insert(format!("{side} CPU µs/job, {row}").leak(), per_job);
+    }
 }
 
 /// One Sluice run: every row, then kill -9, restart and recount.
@@ -338,7 +378,7 @@ fn sluice_run(rt: &tokio::runtime::Runtime, n: usize) -> Figures {
     rt.block_on(async {
         let meter = CpuMeter::start(pid);
         let (rate, mut lat) = single_inserts(&t.producer, "single", n, CLIENTS).await;
-        record_cpu(&mut f, meter, n, ["server CPU µs/job, single inserts", "writer CPU µs/job, single inserts"]);
+        record_cpu(&mut f, meter, n, "single inserts");
         f.insert("single inserts/s", rate);
         f.insert("insert p50 ms (50 clients)", lat.quantile(0.5));
         f.insert("insert p99 ms (50 clients)", lat.quantile(0.99));
@@ -346,28 +386,18 @@ fn sluice_run(rt: &tokio::runtime::Runtime, n: usize) -> Figures {
         acknowledged += 2 * n;
         let meter = CpuMeter::start(pid);
         let (rate, mut lat) = drain(&t.worker, "single", n, CLIENTS).await;
-        record_cpu(&mut f, meter, n, ["server CPU µs/job, drain", "writer CPU µs/job, drain"]);
+        record_cpu(&mut f, meter, n, "drain");
         f.insert("drain jobs/s", rate);
         f.insert("claim p50 ms (drain)", lat.quantile(0.5));
         f.insert("claim p99 ms (drain)", lat.quantile(0.99));
         let meter = CpuMeter::start(pid);
         let (rate, _) = single_inserts(&plug_producer, "plug", n, CLIENTS).await;
-        record_cpu(
-            &mut f,
-            meter,
-            n,
-            ["server CPU µs/job, inserts, tagger on", "writer CPU µs/job, inserts, tagger on"],
-        );
+        record_cpu(&mut f, meter, n, "inserts, tagger on");
         f.insert("single inserts/s, tagger on", rate);
         acknowledged += n;
         let meter = CpuMeter::start(pid);
         let (rate, _) = drain(&plug_worker, "plug", n, CLIENTS).await;
-        record_cpu(
-            &mut f,
-            meter,
-            n,
-            ["server CPU µs/job, drain, validator on", "writer CPU µs/job, drain, validator on"],
-        );
+        record_cpu(&mut f, meter, n, "drain, validator on");
         f.insert("drain jobs/s, validator on", rate);
         let (rate, mut ins, mut claim) = mixed(&t.producer, &t.worker, "mixed", n).await;
         f.insert("mixed jobs/s", rate);
