@@ -119,6 +119,7 @@ pub fn scrub(
     let txn = db.begin_write().map_err(internal)?;
     let erased = {
         let mut tables = Tables::open(&txn);
+        // Opened up front, so an I/O error is reported here, not as a panic midway.
         tables.create_all().map_err(internal)?;
         let erased = match super::privacy_ops::erase_subjects(&mut tables, secret, subjects) {
             Ok(erased) => erased,

@@ -225,6 +225,8 @@ fn replay(db: &Database, records: &super::journal::Records) -> anyhow::Result<(u
     let txn = db.begin_write()?;
     let seqs = {
         let mut tables = Tables::open(&txn);
+        // Opened up front, so an I/O error is reported here, not as a panic midway.
+        tables.create_all()?;
         let mut journal_seq = tables.meta.get("journal_seq")?.map(|v| v.value()).unwrap_or(0);
         let last_held = journal_seq;
         for batch in records.iter().filter(|b| b.seq > last_held) {
