@@ -67,3 +67,24 @@ fn a_jobs_whole_life_is_in_the_log() {
     assert!(!text.contains("alice@example.com"), "no raw user id in the log");
     assert!(!text.contains("PAYLOAD-MARKER"), "no payload in the log");
 }
+
+#[test]
+fn a_deleted_users_new_jobs_log_under_a_new_pseudonym() {
+    let server = Server::start();
+    let t = server.tenant("acme");
+    let pseudonym_of = |job: &Value| {
+        let uuid = job["job_uuid"].as_str().unwrap().to_owned();
+        let lines = server.log_lines_until("the insert's log line", |lines| {
+            lines.iter().any(|l| l["job_uuid"] == uuid.as_str() && l["action"] == "insert")
+        });
+        let line = lines.iter().find(|l| l["job_uuid"] == uuid.as_str() && l["action"] == "insert").unwrap();
+        line["user"].as_str().unwrap().to_owned()
+    };
+    let before = pseudonym_of(&t.producer.insert("q", json!({ "user_id": "bob" })));
+    assert_eq!(pseudonym_of(&t.producer.insert("q", json!({ "user_id": "bob" }))), before, "stable while kept");
+    let (status, receipt) = t.tenant_admin.delete("/v1/users/bob/data");
+    assert_eq!(status, 202, "{receipt}");
+    let after = pseudonym_of(&t.producer.insert("q", json!({ "user_id": "bob" })));
+    assert_eq!(after.len(), 16);
+    assert_ne!(after, before, "the old log lines stay unlinkable to the user's new jobs");
+}
