@@ -36,7 +36,8 @@ impl Pseudonyms {
         pseudonym
     }
 
-    /// Drop a deleted user's secret: its old log lines become unlinkable.
+    /// Drop a deleted user's pseudonym (the store deletes the secret): its old log
+    /// lines become unlinkable, and its new jobs log under a new pseudonym.
     pub fn forget(&self, tenant: &str, user_id: &str) {
         self.known.remove(&(tenant.to_owned(), user_id.to_owned()));
     }

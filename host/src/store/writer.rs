@@ -429,6 +429,7 @@ fn apply_batch(
     }
     Ok(replies)
 }
+
 /// Run part of a batch, catching a panic: a table that failed to open is a storage
 /// failure (fatal); any other panic rolls back only this batch.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, (String, bool)> {
