@@ -347,14 +347,14 @@ fn cpu_seconds(pid: u32) -> [f64; 3] {
         let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
         (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
     };
-    let stat = |path: String| ticks(&std::fs::read_to_string(path).unwrap_or_default());
+    let stat = |path: &std::path::Path| ticks(&std::fs::read_to_string(path).unwrap_or_default());
     let writer = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
         .flatten()
         .find(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "sluice-writer"))
-        .map_or(0.0, |task| stat(task.path().join("stat").display().to_string()));
-    [stat(format!("/proc/{pid}/stat")), writer, stat("/proc/self/stat".into())]
+        .map_or(0.0, |task| stat(&task.path().join("stat")));
+    [stat(format!("/proc/{pid}/stat").as_ref()), writer, stat("/proc/self/stat".as_ref())]
 }
 
 /// Record the CPU per job (server, writer, client) of the row `meter` watched.
