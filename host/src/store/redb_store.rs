@@ -54,6 +54,8 @@ pub struct RedbStore {
     file: Option<DataFile>,
     /// fsyncs of the database file.
     syncs: Arc<AtomicU64>,
+    /// Journaled batches the file did not hold at open, applied then.
+    replayed: u64,
 }
 
 struct DataFile {
@@ -129,6 +131,11 @@ impl RedbStore {
         Self::start(db, journal, options)
     }
 
+    /// Journaled batches the file did not hold when it was opened (crash tests).
+    pub fn replayed_batches(&self) -> u64 {
+        self.replayed
+    }
+
     /// A store that lives in memory only (the SDK's test harness).
     pub fn in_memory(options: &StoreOptions) -> anyhow::Result<RedbStore> {
         use redb::backends::InMemoryBackend;
@@ -138,15 +145,18 @@ impl RedbStore {
     fn start(db: Database, journal: impl StorageBackend, options: &StoreOptions) -> anyhow::Result<RedbStore> {
         prepare(&db)?;
         let (journal, records) = Journal::open(Box::new(journal))?;
-        let (next_seq, journal_seq) = replay(&db, &records)?;
+        let Replayed { next_seq, journal_seq, batches: replayed } = replay(&db, &records)?;
+        if replayed > 0 {
+            tracing::info!(target: "sluice::store", batches = replayed, "journal replayed into the database file");
+        }
         drop(records);
         let mut log = Log::new(journal, journal_seq, options.fold.clone());
         // The file now holds every batch: start the journal afresh.
-        log.clear()?;
+        log.clear();
         let db: SharedDb = Arc::new(ArcSwap::from_pointee(db));
         let configs = ConfigCache::default();
         let writer = Writer::start(db.clone(), log, next_seq, configs.generation());
-        Ok(RedbStore { db, writer, configs, file: None, syncs: Arc::default() })
+        Ok(RedbStore { db, writer, configs, file: None, syncs: Arc::default(), replayed })
     }
 
     fn read(&self) -> Result<Reading> {
@@ -219,11 +229,20 @@ fn prepare(db: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the replay at open found.
+struct Replayed {
+    /// The next job seq.
+    next_seq: u64,
+    /// The last batch the file now holds.
+    journal_seq: u64,
+    /// Batches applied.
+    batches: u64,
+}
+
 /// Apply the journaled batches the file does not hold yet, in one durable commit.
-/// Returns the next job seq and the last batch the file now holds.
-fn replay(db: &Database, records: &super::journal::Records) -> anyhow::Result<(u64, u64)> {
+fn replay(db: &Database, records: &super::journal::Records) -> anyhow::Result<Replayed> {
     let txn = db.begin_write()?;
-    let seqs = {
+    let replayed = {
         let mut tables = Tables::open(&txn);
         // Opened up front, so an I/O error is reported here, not as a panic midway.
         tables.create_all()?;
@@ -241,10 +260,11 @@ fn replay(db: &Database, records: &super::journal::Records) -> anyhow::Result<(u
             journal_seq = batch.seq;
         }
         tables.meta.insert("journal_seq", journal_seq)?;
-        (tables.meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1), journal_seq)
+        let next_seq = tables.meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
+        Replayed { next_seq, journal_seq, batches: journal_seq - last_held }
     };
     txn.commit()?;
-    Ok(seqs)
+    Ok(replayed)
 }
 
 /// Schema 1 had no retention index nor pending counters: derive them.

@@ -308,13 +308,17 @@ fn record(
     now: DateTime<Utc>,
 ) -> OpResult<()> {
     let job = job.into();
-    let n = t
-        .history
-        .range((job.seq, 0)..=(job.seq, u32::MAX))?
-        .next_back()
-        .transpose()?
-        .map(|(k, _)| k.value().1 + 1)
-        .unwrap_or(0);
+    // An insert is the job's first event; any other follows its last one.
+    let n = match action {
+        "insert" => 0,
+        _ => t
+            .history
+            .range((job.seq, 0)..=(job.seq, u32::MAX))?
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k.value().1 + 1)
+            .unwrap_or(0),
+    };
     let event = HistoryEvent {
         at: now,
         action: action.to_owned(),

@@ -113,15 +113,15 @@ impl Log {
     }
 
     /// The database file durably holds every journaled batch: empty the journal.
-    pub fn clear(&mut self) -> std::io::Result<()> {
+    pub fn clear(&mut self) {
         self.folded_at = Instant::now();
-        self.journal.clear()
+        self.journal.clear();
     }
 
     /// Count and log a fold that began at `started`, then empty the journal.
-    fn folded(&mut self, started: Instant, counters: &Counters) -> std::io::Result<()> {
+    fn folded(&mut self, started: Instant, counters: &Counters) {
         let bytes = self.journal.len();
-        self.clear()?;
+        self.clear();
         counters.folds.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             target: "sluice::store",
@@ -130,7 +130,6 @@ impl Log {
             duration_ms = started.elapsed().as_millis() as u64,
             "journal folded into the database file"
         );
-        Ok(())
     }
 }
 
@@ -260,6 +259,7 @@ fn run(db: SharedDb, mut log: Log, mut rx: mpsc::UnboundedReceiver<Msg>, mut nex
             Msg::Replace(build, done) => {
                 let current = db.load_full();
                 let outcome = fold(&current, &mut log, &counters)
+                    .and_then(|()| wipe(&mut log, &counters))
                     .and_then(|()| build(&current))
                     .map(|new| db.store(Arc::new(new)));
                 let _ = done.send(outcome);
@@ -329,11 +329,21 @@ fn fold(db: &Database, log: &mut Log, counters: &Counters) -> Result<()> {
             .and_then(|mut meta| meta.insert("journal_seq", log.seq).map(drop).map_err(Into::into))
             .map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())?;
-        log.folded(started, counters).map_err(|e| e.to_string())
+        log.folded(started, counters);
+        Ok(())
     })();
     outcome.map_err(|reason| {
         fail(counters, &reason);
         Error::internal(format!("storage failure: {reason}"))
+    })
+}
+
+/// Wipe the folded journal before the file is rewritten (an erasure): its old
+/// records may hold the erased data.
+fn wipe(log: &mut Log, counters: &Counters) -> Result<()> {
+    log.journal.wipe().map_err(|e| {
+        fail(counters, &e.to_string());
+        Error::internal(format!("storage failure: {e}"))
     })
 }
 
@@ -412,7 +422,7 @@ fn apply_batch(
         let started = Instant::now();
         let _ = txn.set_durability(Durability::Immediate);
         txn.commit().map_err(|e| storage(std::mem::take(&mut replies), &e))?;
-        log.folded(started, counters).map_err(|e| storage(std::mem::take(&mut replies), &e))?;
+        log.folded(started, counters);
         counters.commits.fetch_add(1, Ordering::Relaxed);
     } else {
         let _ = txn.set_durability(Durability::None);

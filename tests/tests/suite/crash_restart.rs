@@ -175,7 +175,7 @@ fn kill_nine_during_load_and_restart_ten_times() {
     let mut complete_unanswered: Vec<(String, u64)> = Vec::new();
     let mut unexpected: Vec<String> = Vec::new();
     let mut order_checked = 0;
-    let mut journal_replays = 0;
+    let mut starts = 1;
 
     for round in 0..ROUNDS {
         let round_started = Instant::now();
@@ -238,8 +238,8 @@ fn kill_nine_during_load_and_restart_ten_times() {
         }
         assert!(unexpected.is_empty(), "unexpected answers: {unexpected:#?}");
 
-        journal_replays += journal_has_batches(&server) as usize;
         server.restart();
+        starts += 1;
         let worker = keys.worker(&server);
 
         // Every acknowledged insert is there, with its payload; nothing else appeared.
@@ -409,13 +409,15 @@ fn kill_nine_during_load_and_restart_ten_times() {
     }
 
     // The kills found batches waiting in the journal, and the server folded under load.
-    assert!(journal_replays > 0, "no kill left a batch in the journal: the test did not exercise the replay");
+    let replays = journal_replays(&server, starts);
+    assert!(replays > 0, "no kill left a batch in the journal: the test did not exercise the replay");
     let folds = server.log_lines().iter().filter(|l| l["message"] == "journal folded into the database file").count();
     assert!(folds > ROUNDS, "the server folded its journal {folds} times in {ROUNDS} rounds");
     // A clean stop folds the journal: nothing is left to replay.
     assert!(server.stop().success());
-    assert!(!journal_has_batches(&server), "a clean stop leaves an empty journal");
     server.restart();
+    starts += 1;
+    assert_eq!(journal_replays(&server, starts), replays, "a clean stop leaves nothing to replay");
 
     let acked_completes: usize = completes_ok.values().map(Vec::len).sum::<usize>() - drained;
     let stored_unacked = stored.keys().filter(|u| unacked.contains(*u)).count();
@@ -424,7 +426,7 @@ fn kill_nine_during_load_and_restart_ten_times() {
          {} jobs in all, {} claims, {acked_completes} completes acknowledged under load, {} LEASE_LOST, \
          {committed_unacked} completes committed without an answer, {rescued_leases} leases of killed workers rescued \
          ({expired_records} LEASE_EXPIRED records on {} jobs, {rescued_unknown} of them leases whose claim answer was lost), {drained} drained after the last restart, \
-         {order_checked} order checks, {journal_replays} restarts replayed the journal; {:.1} s",
+         {order_checked} order checks, {replays} restarts replayed the journal; {:.1} s",
         acked.len(),
         unacked.len(),
         stored.len(),
@@ -437,7 +439,12 @@ fn kill_nine_during_load_and_restart_ten_times() {
 
 /// Whether the server's journal holds a batch: a record starts with its (non-zero)
 /// length, and the file's unused space is zeros.
-fn journal_has_batches(server: &Server) -> bool {
-    let journal = std::fs::read(server.data().join("sluice.journal")).expect("the journal file");
-    journal.get(..4).is_some_and(|len| len != [0; 4])
+/// The starts at which the server replayed journaled batches, once its `starts`-th
+/// start is in the log (one thread writes the log, in order, so the lines of that
+/// start's replay are in it by then).
+fn journal_replays(server: &Server, starts: usize) -> usize {
+    let lines = server.log_lines_until("the server's latest start in its log", |lines| {
+        lines.iter().filter(|l| l["message"] == "sluice is serving").count() >= starts
+    });
+    lines.iter().filter(|l| l["message"] == "journal replayed into the database file").count()
 }
