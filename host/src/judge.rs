@@ -11,7 +11,7 @@ use crate::error::{Code, Error, Result};
 use crate::machine::{self, Facts};
 use crate::model::{FailurePolicy, Job, JobState, Judgement, PluginKind, now_ms};
 use crate::plugins::{self, Action, ActiveBinding, CallReport, PluginHost, Verdict};
-use crate::store::{Command, NewJob, Store};
+use crate::store::{Command, NewJob, ReadJob, Store};
 use crate::tags::{self, Sources};
 
 /// What to do after a validator looked at an action.
@@ -105,12 +105,17 @@ pub async fn judge_command(plugins: &PluginHost, job: &Job, command: &Command) -
 }
 
 /// Judge ready jobs about to be claimed: (job, decision) each.
-pub async fn judge_claims(plugins: &PluginHost, binding: &Arc<ActiveBinding>, jobs: Vec<Job>) -> Vec<(Job, Decision)> {
-    let calls = jobs.into_iter().map(|job| async move {
+pub async fn judge_claims(
+    plugins: &PluginHost,
+    binding: &Arc<ActiveBinding>,
+    jobs: Vec<ReadJob>,
+) -> Vec<(ReadJob, Decision)> {
+    let calls = jobs.into_iter().map(|read| async move {
+        let job = &read.job;
         let report =
-            plugins.validate(&binding.plugin, &job, Action::Claim, JobState::Pending, JobState::Processing).await;
+            plugins.validate(&binding.plugin, job, Action::Claim, JobState::Pending, JobState::Processing).await;
         let decision = decide(binding, &job.tenant, report);
-        (job, decision)
+        (read, decision)
     });
     futures::future::join_all(calls).await
 }

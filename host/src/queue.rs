@@ -24,7 +24,7 @@ use crate::reservations::Reservations;
 use crate::store::RestoreScope;
 use crate::store::{
     Change, ClaimRequest, Claimed, Command, JobFilter, JobMark, JobPage, JudgedPick, NewJob, NoteRequest, PauseScope,
-    QueueView, Store, TransitionRequest,
+    QueueView, ReadJob, Store, TransitionRequest,
 };
 
 /// How often an action is judged again when the job changed under the plugin.
@@ -399,18 +399,18 @@ impl QueueService {
         let (tenant, queue) = (request.tenant.as_str(), request.queue.as_str());
         let limit = request.limit as usize;
         let read = |skip: &HashSet<u64>| self.store.ready_jobs(tenant, queue, request.stage, limit, skip);
-        let (reserved, jobs) = self.reservations.reserve(tenant, queue, read, |job| job.seq)?;
+        let (reserved, jobs) = self.reservations.reserve(tenant, queue, read, |read| read.job.seq)?;
         let mut picks = Vec::with_capacity(jobs.len());
         let mut vetoes = Vec::new();
-        for (job, decision) in judge::judge_claims(&self.plugins, binding, jobs).await {
+        for (read, decision) in judge::judge_claims(&self.plugins, binding, jobs).await {
             let (judgement, vetoed) = match decision {
                 Decision::Proceed(judgement) => (judgement.expect("a bound validator judged"), false),
                 Decision::Refuse(error, judgement) => {
-                    vetoes.push((job.job_uuid, error));
+                    vetoes.push((read.job.job_uuid, error));
                     (judgement, true)
                 }
             };
-            picks.push(JudgedPick { seq: job.seq, revision: job.revision, judgement, vetoed });
+            picks.push(JudgedPick { read, judgement, vetoed });
         }
         let judged = picks.len();
         let claimed = self.store.claim(ClaimRequest { judged: Some(picks), ..request.clone() }).await;
@@ -458,17 +458,10 @@ impl QueueService {
             let (mut requests, mut sent) = (Vec::with_capacity(todo.len()), Vec::with_capacity(todo.len()));
             for (i, verdict) in todo.drain(..).zip(verdicts) {
                 match verdict {
-                    Ok((expected_revision, judgement)) => {
+                    Ok((judged, judgement)) => {
                         let (job_uuid, command) = actions[i].clone();
                         let (tenant, actor) = (tenant.to_owned(), actor.clone());
-                        requests.push(TransitionRequest {
-                            tenant,
-                            job_uuid,
-                            command,
-                            actor,
-                            expected_revision,
-                            judgement,
-                        });
+                        requests.push(TransitionRequest { tenant, job_uuid, command, actor, judged, judgement });
                         sent.push(i);
                     }
                     Err(e) => outcomes[i] = Some(Err(e)),
@@ -499,7 +492,7 @@ impl QueueService {
 
     /// Judge the actions `todo` (indexes into `actions`) with the tenant's bound
     /// validator: the jobs read in one transaction, the calls side by side. Each
-    /// gets the revision the plugin saw and its judgement, or the refusal (noted in
+    /// gets the job as the plugin saw it and its judgement, or the refusal (noted in
     /// the job's history). Records each job's queue in `queues`.
     async fn judge_actions(
         &self,
@@ -508,18 +501,19 @@ impl QueueService {
         todo: &[usize],
         queues: &mut [Option<String>],
         actor: &Actor,
-    ) -> Vec<Result<(Option<u64>, Option<Judgement>)>> {
+    ) -> Vec<Result<(Option<ReadJob>, Option<Judgement>)>> {
         let uuids: Vec<Uuid> = todo.iter().map(|&i| actions[i].0).collect();
         let jobs = match self.store.jobs_by_uuid(tenant, &uuids) {
             Ok(jobs) => jobs,
             Err(e) => return todo.iter().map(|_| Err(e.clone())).collect(),
         };
-        for (&i, job) in todo.iter().zip(&jobs) {
-            queues[i] = job.as_ref().map(|job| job.queue.clone());
+        for (&i, read) in todo.iter().zip(&jobs) {
+            queues[i] = read.as_ref().map(|read| read.job.queue.clone());
         }
-        let calls = todo.iter().zip(&jobs).map(|(&i, job)| async move {
-            let Some(job) = job else { return Err(Error::not_found("job")) };
-            Ok((job, judge::judge_command(&self.plugins, job, &actions[i].1).await?))
+        let calls = todo.iter().zip(jobs).map(|(&i, read)| async move {
+            let Some(read) = read else { return Err(Error::not_found("job")) };
+            let decision = judge::judge_command(&self.plugins, &read.job, &actions[i].1).await?;
+            Ok((read, decision))
         });
         let decisions = futures::future::join_all(calls).await;
         let mut notes = Vec::new();
@@ -527,12 +521,12 @@ impl QueueService {
         for (&i, decision) in todo.iter().zip(decisions) {
             verdicts.push(match decision {
                 Ok((_, Decision::Proceed(None))) => Ok((None, None)),
-                Ok((job, Decision::Proceed(Some(judgement)))) => Ok((Some(job.revision), Some(judgement))),
-                Ok((job, Decision::Refuse(error, judgement))) => {
+                Ok((read, Decision::Proceed(Some(judgement)))) => Ok((Some(read), Some(judgement))),
+                Ok((read, Decision::Refuse(error, judgement))) => {
                     notes.push(NoteRequest {
                         tenant: tenant.to_owned(),
-                        job_uuid: job.job_uuid,
-                        mark: JobMark::from(job),
+                        job_uuid: read.job.job_uuid,
+                        mark: JobMark::from(&read.job),
                         action: format!("{}_refused", actions[i].1.action().name()),
                         actor: actor.clone(),
                         judgement,

@@ -468,7 +468,7 @@ async fn finish(
         job_uuid: uuid,
         command,
         actor: actor(),
-        expected_revision: None,
+        judged: None,
         judgement: None,
     };
     let result = transition(store, request).await;
@@ -562,15 +562,10 @@ async fn worker_task(store: Arc<RedbStore>, c: Shared, tenant: String, budget: A
                     continue;
                 };
                 let picks: Vec<JudgedPick> = ready
-                    .iter()
-                    .map(|job| JudgedPick {
-                        seq: job.seq,
-                        revision: job.revision,
-                        judgement: judgement(),
-                        vetoed: rng.below(4) == 0,
-                    })
+                    .into_iter()
+                    .map(|read| JudgedPick { read, judgement: judgement(), vetoed: rng.below(4) == 0 })
                     .collect();
-                let vetoed = ready.iter().zip(&picks).filter(|(_, p)| p.vetoed).map(|(job, _)| job.job_uuid);
+                let vetoed = picks.iter().filter(|p| p.vetoed).map(|p| p.read.job.job_uuid);
                 client(&c).submitted_vetoes.extend(vetoed);
                 request.judged = Some(picks);
             }
@@ -934,7 +929,7 @@ fn verify(store: &RedbStore, cl: &Client, tenant: &str, rt: &tokio::runtime::Run
             job_uuid: probe.job_uuid,
             command: Command::Complete { token },
             actor: actor(),
-            expected_revision: None,
+            judged: None,
             judgement: None,
         };
         let change = transition(store, request).await.map_err(e("probe complete"))?;

@@ -157,11 +157,20 @@ pub struct ClaimRequest {
 /// it is still ready at the revision the plugin saw; else it is skipped.
 #[derive(Clone, Debug)]
 pub struct JudgedPick {
-    pub seq: u64,
-    pub revision: u64,
+    /// The job as the plugin saw it.
+    pub read: ReadJob,
     pub judgement: Judgement,
     /// Vetoed: deferred by the queue's `backoff_base_ms`, no attempt spent.
     pub vetoed: bool,
+}
+
+/// A job as read outside the writer, with the stored bytes it was decoded from:
+/// the writer, finding the same bytes still stored, takes this job instead of
+/// decoding it again (a judged claim or action reads each job twice otherwise).
+#[derive(Clone, Debug)]
+pub struct ReadJob {
+    pub job: Job,
+    pub stored: Box<[u8]>,
 }
 
 /// What a claim got: jobs, or nothing because the queue or host is paused.
@@ -255,9 +264,9 @@ pub struct TransitionRequest {
     pub job_uuid: Uuid,
     pub command: Command,
     pub actor: Actor,
-    /// Set when a plugin judged the job at this revision: a job that changed
-    /// since is refused with `REVISION_CONFLICT` (the service judges again).
-    pub expected_revision: Option<u64>,
+    /// Set when a plugin judged the job as read here: a job whose revision has
+    /// changed since is refused with `REVISION_CONFLICT` (the service judges again).
+    pub judged: Option<ReadJob>,
     /// The plugin's verdict, kept in the history event.
     pub judgement: Option<Judgement>,
 }
@@ -428,11 +437,11 @@ pub trait Store: Send + Sync + 'static {
         stage: Stage,
         limit: usize,
         skip: &HashSet<u64>,
-    ) -> Result<Vec<Job>>;
+    ) -> Result<Vec<ReadJob>>;
     /// Jobs by uuid, read in one transaction: `None` for an unknown or deleted job.
-    fn jobs_by_uuid(&self, tenant: &str, job_uuids: &[Uuid]) -> Result<Vec<Option<Job>>>;
+    fn jobs_by_uuid(&self, tenant: &str, job_uuids: &[Uuid]) -> Result<Vec<Option<ReadJob>>>;
     fn job(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Job>> {
-        Ok(self.jobs_by_uuid(tenant, &[job_uuid])?.pop().flatten())
+        Ok(self.jobs_by_uuid(tenant, &[job_uuid])?.pop().flatten().map(|read| read.job))
     }
     /// Whether the job_uuid names a job since deleted (its tombstone).
     fn was_deleted(&self, tenant: &str, job_uuid: Uuid) -> Result<bool>;

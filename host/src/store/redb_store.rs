@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use cap_std::fs::{Dir, OpenOptions};
 use chrono::{DateTime, Utc};
 use redb::backends::FileBackend;
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend};
+use redb::{AccessGuard, Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend};
 use uuid::Uuid;
 
 use super::codec::decode;
@@ -22,7 +22,7 @@ use super::tables::*;
 use super::writer::{FoldPolicy, Log, OpError, SharedDb, WriteCtx, Writer, WriterStats};
 use super::{
     AuditPage, Change, ClaimRequest, Claimed, CountRow, InsertCaps, JobFilter, JobPage, NewJob, NoteRequest,
-    PauseScope, PendingErasure, PluginCaps, Promoted, QueueView, Store, TransitionRequest, Usage,
+    PauseScope, PendingErasure, PluginCaps, Promoted, QueueView, ReadJob, Store, TransitionRequest, Usage,
 };
 use super::{RestoreScope, Snapshot};
 use super::{plugin_ops, write_ops};
@@ -284,11 +284,21 @@ fn migrate_from_1(t: &mut Tables<'_>) -> anyhow::Result<()> {
 }
 
 fn job_by_seq(txn: &ReadTransaction, seq: u64) -> Result<Option<Job>> {
+    Ok(read_job(txn, seq)?.map(|(job, _)| job))
+}
+
+/// The job stored under `seq`, and its stored bytes.
+fn read_job(txn: &ReadTransaction, seq: u64) -> Result<Option<(Job, AccessGuard<'static, &'static [u8]>)>> {
     let jobs = txn.open_table(JOBS).map_err(internal)?;
     match jobs.get(seq).map_err(internal)? {
-        Some(bytes) => Ok(Some(decode(bytes.value())?)),
+        Some(bytes) => Ok(Some((decode(bytes.value())?, bytes))),
         None => Ok(None),
     }
+}
+
+/// The job stored under `seq`, to be judged: with a copy of its stored bytes.
+fn judged_job(txn: &ReadTransaction, seq: u64) -> Result<Option<ReadJob>> {
+    Ok(read_job(txn, seq)?.map(|(job, bytes)| ReadJob { job, stored: bytes.value().into() }))
 }
 
 fn host_paused_in(txn: &ReadTransaction) -> Result<bool> {
@@ -359,7 +369,7 @@ impl Store for RedbStore {
     }
 
     async fn claim(&self, request: ClaimRequest) -> Result<Claimed> {
-        self.write(move |ctx| write_ops::claim(ctx, &request)).await
+        self.write(move |ctx| write_ops::claim(ctx, request)).await
     }
 
     async fn set_paused(&self, scope: PauseScope, paused: bool) -> Result<()> {
@@ -389,7 +399,7 @@ impl Store for RedbStore {
         stage: Stage,
         limit: usize,
         skip: &HashSet<u64>,
-    ) -> Result<Vec<Job>> {
+    ) -> Result<Vec<ReadJob>> {
         let txn = self.read()?;
         if host_paused_in(&txn)? || queue_config_in(&txn, tenant, queue)?.is_some_and(|c| c.paused) {
             return Ok(Vec::new());
@@ -402,16 +412,16 @@ impl Store for RedbStore {
                 break;
             }
             if !skip.contains(&seq) {
-                jobs.extend(job_by_seq(&txn, seq)?);
+                jobs.extend(judged_job(&txn, seq)?);
             }
         }
         Ok(jobs)
     }
 
-    fn jobs_by_uuid(&self, tenant: &str, job_uuids: &[Uuid]) -> Result<Vec<Option<Job>>> {
+    fn jobs_by_uuid(&self, tenant: &str, job_uuids: &[Uuid]) -> Result<Vec<Option<ReadJob>>> {
         let txn = self.read()?;
         let find = |&job_uuid: &Uuid| match seq_of(&txn, tenant, job_uuid)? {
-            Some(seq) => job_by_seq(&txn, seq),
+            Some(seq) => judged_job(&txn, seq),
             None => Ok(None),
         };
         job_uuids.iter().map(find).collect()

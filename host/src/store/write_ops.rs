@@ -16,7 +16,7 @@ use super::tables::Tables;
 use super::writer::{OpError, WriteCtx};
 use super::{
     Change, ClaimRequest, Claimed, Command, InsertCaps, JobMark, JudgedPick, NewJob, NoteRequest, PauseScope, Promoted,
-    TransitionRequest,
+    ReadJob, TransitionRequest,
 };
 use crate::error::{Code, Error};
 use crate::limits::{self, Holder};
@@ -284,17 +284,31 @@ fn add_pending(t: &mut Tables<'_>, tenant: &str, user_id: &str, delta: i64) {
     t.tenant_pending.add(tenant, delta);
 }
 
-fn load_job(t: &Tables<'_>, seq: u64) -> OpResult<Job> {
-    let bytes = t.jobs.get(seq)?.ok_or_else(|| Error::internal(format!("index points at missing job {seq}")))?;
-    Ok(decode(bytes.value())?)
+/// The job whose stored bytes are `stored`: the job read from them before, when
+/// they are the same bytes (a job read to be judged), else decoded.
+fn reread(stored: &[u8], read: Option<ReadJob>) -> OpResult<Job> {
+    match read {
+        Some(read) if *stored == *read.stored => Ok(read.job),
+        _ => Ok(decode(stored)?),
+    }
 }
 
-fn find_job(t: &Tables<'_>, tenant: &str, job_uuid: uuid::Uuid) -> OpResult<Job> {
+fn load_job(t: &Tables<'_>, seq: u64) -> OpResult<Job> {
+    reload_job(t, seq, None)
+}
+
+/// `load_job`, taking the job as `read` before when it is unchanged.
+fn reload_job(t: &Tables<'_>, seq: u64, read: Option<ReadJob>) -> OpResult<Job> {
+    let bytes = t.jobs.get(seq)?.ok_or_else(|| Error::internal(format!("index points at missing job {seq}")))?;
+    reread(bytes.value(), read)
+}
+
+fn find_job(t: &Tables<'_>, tenant: &str, job_uuid: uuid::Uuid, read: Option<ReadJob>) -> OpResult<Job> {
     let seq = t.uuids.get((tenant, job_uuid.as_u128()))?.map(|v| v.value()).unwrap_or(0);
     if seq == 0 {
         return Err(Error::not_found("job").into());
     }
-    load_job(t, seq)
+    reload_job(t, seq, read)
 }
 
 /// Append one event to the job's history.
@@ -474,7 +488,7 @@ type ReadyKey<'a> = (&'a str, &'a str, u8, u32, u64, u64);
 /// Lease the queue's next ready jobs, or under a validator the jobs it judged
 /// (`req.judged`): those still ready at the revision the plugin saw are leased,
 /// or deferred when vetoed; the others are skipped.
-pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Claimed> {
+pub fn claim(ctx: &mut WriteCtx<'_, '_>, mut req: ClaimRequest) -> OpResult<Claimed> {
     let t = &mut *ctx.tables;
     let (tenant, queue, stage) = (req.tenant.as_str(), req.queue.as_str(), req.stage.code());
     // Checked in the writer, so no claim after an acknowledged pause hands out a job.
@@ -483,8 +497,8 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Claimed
     if host_paused || config.paused {
         return Ok(Claimed { paused: true, ..Claimed::default() });
     }
-    let picks: Vec<(u64, Option<&JudgedPick>)> = match &req.judged {
-        Some(judged) => judged.iter().map(|pick| (pick.seq, Some(pick))).collect(),
+    let picks: Vec<(u64, Option<JudgedPick>)> = match req.judged.take() {
+        Some(judged) => judged.into_iter().map(|pick| (pick.read.job.seq, Some(pick))).collect(),
         None => t
             .ready
             .range(ready_range(tenant, queue, stage))?
@@ -494,23 +508,25 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Claimed
     };
     let mut claimed = Claimed { jobs: Vec::with_capacity(picks.len()), ..Claimed::default() };
     for (seq, pick) in picks {
-        let mut job = match pick {
-            None => load_job(t, seq)?,
-            Some(_) => match t.jobs.get(seq)? {
-                Some(bytes) => decode::<Job>(bytes.value())?,
-                None => continue,
-            },
+        let (mut job, judgement) = match pick {
+            None => (load_job(t, seq)?, None),
+            Some(JudgedPick { read, judgement, vetoed }) => {
+                let revision = read.job.revision;
+                let job = match t.jobs.get(seq)? {
+                    Some(stored) => reread(stored.value(), Some(read))?,
+                    None => continue,
+                };
+                let ready = index_keys(&job).ready.is_some_and(|(s, _, _)| s == stage);
+                if job.revision != revision || !ready || job.tenant != tenant || job.queue != queue {
+                    continue;
+                }
+                if vetoed {
+                    claimed.deferred.push(defer_vetoed(t, job, &config, &judgement, &req.actor, ctx.now)?);
+                    continue;
+                }
+                (job, Some(judgement))
+            }
         };
-        if let Some(pick) = pick {
-            let ready = index_keys(&job).ready.is_some_and(|(s, _, _)| s == stage);
-            if job.revision != pick.revision || !ready || job.tenant != tenant || job.queue != queue {
-                continue;
-            }
-            if pick.vetoed {
-                claimed.deferred.push(defer_vetoed(t, job, &config, pick, &req.actor, ctx.now)?);
-                continue;
-            }
-        }
         let from = job.state;
         let mv = machine::decide(Action::Claim, from, Facts::default())
             .map_err(|_| Error::internal("ready index holds a job that is not pending"))?;
@@ -529,8 +545,8 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, req: &ClaimRequest) -> OpResult<Claimed
         arm_stuck(&mut job, &config, ctx.now);
         put_job(t, Some(&before), &job)?;
         let mut d = detail(json!({ "token": job.last_token, "worker": req.worker, "lease_ms": req.lease_ms }));
-        if let Some(pick) = pick {
-            d.insert("plugin".into(), serde_json::to_value(&pick.judgement).unwrap_or_default());
+        if let Some(judgement) = &judgement {
+            d.insert("plugin".into(), serde_json::to_value(judgement).unwrap_or_default());
         }
         record(t, &job, "claim", Some(from), &req.actor, d, ctx.now)?;
         claimed.jobs.push(job);
@@ -544,7 +560,7 @@ fn defer_vetoed(
     t: &mut Tables<'_>,
     mut job: Job,
     config: &QueueConfig,
-    pick: &JudgedPick,
+    judgement: &Judgement,
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> OpResult<Change> {
@@ -554,7 +570,7 @@ fn defer_vetoed(
     job.updated_at = now;
     arm_stuck(&mut job, config, now);
     put_job(t, Some(&before), &job)?;
-    let d = detail(json!({ "plugin": pick.judgement }));
+    let d = detail(json!({ "plugin": judgement }));
     record(t, &job, "defer", Some(JobState::Pending), actor, d, now)?;
     Ok(Change { job, from: JobState::Pending, action: "defer" })
 }
@@ -576,17 +592,18 @@ pub fn set_paused(ctx: &mut WriteCtx<'_, '_>, scope: &PauseScope, paused: bool) 
     Ok(())
 }
 
-pub fn transition(ctx: &mut WriteCtx<'_, '_>, req: TransitionRequest) -> OpResult<Change> {
+pub fn transition(ctx: &mut WriteCtx<'_, '_>, mut req: TransitionRequest) -> OpResult<Change> {
     let now = ctx.now;
     let t = &mut *ctx.tables;
-    let old = match find_job(t, &req.tenant, req.job_uuid) {
+    let expected_revision = req.judged.as_ref().map(|read| read.job.revision);
+    let old = match find_job(t, &req.tenant, req.job_uuid, req.judged.take()) {
         Err(OpError::Refused(e)) if e.code == Code::NotFound && req.command.token().is_some() => {
             let deleted = t.uuids.get((req.tenant.as_str(), req.job_uuid.as_u128()))?.is_some();
             return Err(if deleted { Error::lease_of_deleted_job() } else { e }.into());
         }
         other => other?,
     };
-    if req.expected_revision.is_some_and(|r| r != old.revision) {
+    if expected_revision.is_some_and(|r| r != old.revision) {
         return Err(Error::new(Code::RevisionConflict, "the job changed while a plugin judged it").into());
     }
     let action = req.command.action();
@@ -914,4 +931,45 @@ pub fn revoke_key(ctx: &mut WriteCtx<'_, '_>, id: &str, tenant: Option<&str>) ->
         ctx.tables.keys.insert(id, encode(&key).as_slice())?;
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::model::Stage;
+
+    fn job(seq: u64) -> Job {
+        let new = NewJob {
+            job_uuid: uuid::Uuid::new_v4(),
+            user_id: "u".into(),
+            trace_id: "t".into(),
+            queue: "q".into(),
+            kind: "k".into(),
+            payload: RawValue::from_string("{\"n\":1}".into()).unwrap(),
+            schema_version: 1,
+            priority: 0,
+            run_at: Utc::now(),
+            max_attempts: None,
+            tags: Map::new(),
+            stage: Stage::Stable,
+            judgement: None,
+        };
+        new.into_job("tenant", seq, 3, Utc::now())
+    }
+
+    #[test]
+    fn a_job_read_before_is_taken_only_while_its_stored_bytes_are_the_same() {
+        let stored = encode(&job(1));
+        // The job as read is taken as it is (here a different job, to tell them apart).
+        let read = ReadJob { job: job(2), stored: stored.clone().into() };
+        assert!(reread(&stored, Some(read)).is_ok_and(|job| job.seq == 2));
+        // Once the stored bytes differ, what is stored now is decoded.
+        let mut changed = job(1);
+        changed.revision += 1;
+        let read = ReadJob { job: job(2), stored: stored.into() };
+        let Ok(now) = reread(&encode(&changed), Some(read)) else { panic!("decodes") };
+        assert_eq!((now.seq, now.revision), (1, changed.revision));
+    }
 }
