@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use cap_std::fs::{Dir, OpenOptions};
 use chrono::{DateTime, Utc};
 use redb::backends::FileBackend;
-use redb::{AccessGuard, Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend};
 use uuid::Uuid;
 
 use super::codec::decode;
@@ -284,21 +284,21 @@ fn migrate_from_1(t: &mut Tables<'_>) -> anyhow::Result<()> {
 }
 
 fn job_by_seq(txn: &ReadTransaction, seq: u64) -> Result<Option<Job>> {
-    Ok(read_job(txn, seq)?.map(|(job, _)| job))
-}
-
-/// The job stored under `seq`, and its stored bytes.
-fn read_job(txn: &ReadTransaction, seq: u64) -> Result<Option<(Job, AccessGuard<'static, &'static [u8]>)>> {
-    let jobs = txn.open_table(JOBS).map_err(internal)?;
-    match jobs.get(seq).map_err(internal)? {
-        Some(bytes) => Ok(Some((decode(bytes.value())?, bytes))),
-        None => Ok(None),
-    }
+    read_job(txn, seq, |job, _| job)
 }
 
 /// The job stored under `seq`, to be judged: with a copy of its stored bytes.
 fn judged_job(txn: &ReadTransaction, seq: u64) -> Result<Option<ReadJob>> {
-    Ok(read_job(txn, seq)?.map(|(job, bytes)| ReadJob { job, stored: bytes.value().into() }))
+    read_job(txn, seq, |job, stored| ReadJob { job, stored: stored.into() })
+}
+
+/// The job stored under `seq`, handed to `take` with its stored bytes.
+fn read_job<T>(txn: &ReadTransaction, seq: u64, take: impl FnOnce(Job, &[u8]) -> T) -> Result<Option<T>> {
+    let jobs = txn.open_table(JOBS).map_err(internal)?;
+    match jobs.get(seq).map_err(internal)? {
+        Some(bytes) => Ok(Some(take(decode(bytes.value())?, bytes.value()))),
+        None => Ok(None),
+    }
 }
 
 fn host_paused_in(txn: &ReadTransaction) -> Result<bool> {
