@@ -19,7 +19,7 @@
 //! after a fold the next batch is written at its start again, over records the
 //! database file already holds. An append then overwrites blocks the file system
 //! has already allocated, so its fdatasync has no file size or block map to sync
-//! (measured on this machine's ext4: 20-30 % less time per sync than appending to
+//! (measured on this machine's ext4: 15-30 % less time per sync than appending to
 //! a sparse file). The records left behind after the last batch are older than
 //! the fold (their numbers are at most `journal_seq`), so they end the journal, or,
 //! when nothing was written since the fold, are skipped as held already. Before
