@@ -24,7 +24,8 @@
 //! the fold (their numbers are at most `journal_seq`), so they end the journal, or,
 //! when nothing was written since the fold, are skipped as held already. Before
 //! an erasure rewrites the database file, the journal is wiped (`wipe`): its old
-//! records may hold the erased data.
+//! records may hold the erased data. A clean stop wipes it too, so the next start
+//! reads an empty file.
 
 use std::io;
 

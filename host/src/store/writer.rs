@@ -222,7 +222,8 @@ impl Writer {
         self.between_batches(|done| Msg::Replace(Box::new(build), done)).await
     }
 
-    /// Fold the journal into the database file now (at shutdown).
+    /// Fold the journal into the database file now and wipe it (at shutdown): the
+    /// next start then reads an empty journal, not a file of old records.
     pub async fn fold(&self) -> Result<()> {
         self.between_batches(Msg::Fold).await
     }
@@ -266,7 +267,7 @@ fn run(db: SharedDb, mut log: Log, mut rx: mpsc::UnboundedReceiver<Msg>, mut nex
                 continue;
             }
             Msg::Fold(done) => {
-                let _ = done.send(fold(&db.load(), &mut log, &counters));
+                let _ = done.send(fold(&db.load(), &mut log, &counters).and_then(|()| wipe(&mut log, &counters)));
                 continue;
             }
             Msg::Op(first) => batch.push(first),
@@ -338,8 +339,8 @@ fn fold(db: &Database, log: &mut Log, counters: &Counters) -> Result<()> {
     })
 }
 
-/// Wipe the folded journal before the file is rewritten (an erasure): its old
-/// records may hold the erased data.
+/// Wipe the folded journal: before the file is rewritten (an erasure), since its
+/// old records may hold the erased data, and at shutdown.
 fn wipe(log: &mut Log, counters: &Counters) -> Result<()> {
     log.journal.wipe().map_err(|e| {
         fail(counters, &e.to_string());

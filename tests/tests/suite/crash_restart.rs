@@ -415,6 +415,8 @@ fn kill_nine_during_load_and_restart_ten_times() {
     assert!(folds > ROUNDS, "the server folded its journal {folds} times in {ROUNDS} rounds");
     // A clean stop folds the journal: nothing is left to replay.
     assert!(server.stop().success());
+    let journal = std::fs::metadata(server.data().join("sluice.journal")).expect("the journal file");
+    assert_eq!(journal.len(), 0, "a clean stop leaves an empty journal file");
     server.restart();
     starts += 1;
     assert_eq!(journal_replays(&server, starts), replays, "a clean stop leaves nothing to replay");
