@@ -107,7 +107,7 @@ pub fn detect_stuck(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<Ch
     let actor = Actor::host("stuck_detector");
     let mut changes = Vec::new();
     for seq in seqs {
-        let old = load_job(t, seq)?;
+        let old = load_job(t, seq, None)?;
         let config = queue_config(t, &old.tenant, &old.queue)?.unwrap_or_default();
         let mut job = old.clone();
         match job.stuck_deadline(&config) {
@@ -141,7 +141,7 @@ fn recheck_stuck(
         .map(|e| e.map(|(k, _)| k.value().1))
         .collect::<Result<_, _>>()?;
     for seq in seqs {
-        let old = load_job(t, seq)?;
+        let old = load_job(t, seq, None)?;
         if old.queue != queue {
             continue;
         }
@@ -293,12 +293,8 @@ fn reread(stored: &[u8], read: Option<ReadJob>) -> OpResult<Job> {
     }
 }
 
-fn load_job(t: &Tables<'_>, seq: u64) -> OpResult<Job> {
-    reload_job(t, seq, None)
-}
-
-/// `load_job`, taking the job as `read` before when it is unchanged.
-fn reload_job(t: &Tables<'_>, seq: u64, read: Option<ReadJob>) -> OpResult<Job> {
+/// The job stored under `seq`; the job `read` before when it is unchanged.
+fn load_job(t: &Tables<'_>, seq: u64, read: Option<ReadJob>) -> OpResult<Job> {
     let bytes = t.jobs.get(seq)?.ok_or_else(|| Error::internal(format!("index points at missing job {seq}")))?;
     reread(bytes.value(), read)
 }
@@ -308,7 +304,7 @@ fn find_job(t: &Tables<'_>, tenant: &str, job_uuid: uuid::Uuid, read: Option<Rea
     if seq == 0 {
         return Err(Error::not_found("job").into());
     }
-    reload_job(t, seq, read)
+    load_job(t, seq, read)
 }
 
 /// Append one event to the job's history.
@@ -322,17 +318,13 @@ fn record(
     now: DateTime<Utc>,
 ) -> OpResult<()> {
     let job = job.into();
-    // An insert is the job's first event; any other follows its last one.
-    let n = match action {
-        "insert" => 0,
-        _ => t
-            .history
-            .range((job.seq, 0)..=(job.seq, u32::MAX))?
-            .next_back()
-            .transpose()?
-            .map(|(k, _)| k.value().1 + 1)
-            .unwrap_or(0),
-    };
+    let n = t
+        .history
+        .range((job.seq, 0)..=(job.seq, u32::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(k, _)| k.value().1 + 1)
+        .unwrap_or(0);
     let event = HistoryEvent {
         at: now,
         action: action.to_owned(),
@@ -509,7 +501,7 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, mut req: ClaimRequest) -> OpResult<Clai
     let mut claimed = Claimed { jobs: Vec::with_capacity(picks.len()), ..Claimed::default() };
     for (seq, pick) in picks {
         let (mut job, judgement) = match pick {
-            None => (load_job(t, seq)?, None),
+            None => (load_job(t, seq, None)?, None),
             Some(JudgedPick { read, judgement, vetoed }) => {
                 let revision = read.job.revision;
                 let job = match t.jobs.get(seq)? {
@@ -745,7 +737,7 @@ pub fn expire_leases(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<C
     let actor = Actor::host("rescuer");
     let mut changes = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        let old = load_job(t, seq)?;
+        let old = load_job(t, seq, None)?;
         let config = queue_config(t, &old.tenant, &old.queue)?.unwrap_or_default();
         let mut breaker = load_breaker(t, &old)?;
         breaker.record_failure(now, &config);
@@ -794,7 +786,7 @@ pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promote
     let actor = Actor::host("scheduler");
     let mut promoted = Promoted { moved: seqs.len(), ..Promoted::default() };
     for seq in seqs {
-        let old = load_job(t, seq)?;
+        let old = load_job(t, seq, None)?;
         let config = queue_config(t, &old.tenant, &old.queue)?.unwrap_or_default();
         let mut job = old.clone();
         job.due_at = None;
@@ -877,7 +869,7 @@ pub fn reset_breakers(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, act
         .collect::<Result<_, _>>()?;
     let mut changes = Vec::new();
     for seq in failed {
-        let old = load_job(t, seq)?;
+        let old = load_job(t, seq, None)?;
         if old.queue != queue || !old.parked {
             continue;
         }
