@@ -428,7 +428,7 @@ fn job_view(job: &Job) -> types::Job {
         schema_version: job.schema_version,
         attempt: job.attempt,
         max_attempts: job.max_attempts,
-        tags: Value::Object(job.tags.clone()).to_string(),
+        tags: serde_json::to_string(&job.tags).expect("a JSON map serialises"),
         stage: job.stage.as_str().to_owned(),
         progress: job.progress.as_ref().map(|p| serde_json::json!({ "step": p.step, "data": p.data }).to_string()),
     }
