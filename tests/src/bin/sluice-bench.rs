@@ -127,6 +127,8 @@ impl Conn {
             .expect("request");
         let send = &mut self.send;
         let exchange = async move {
+            // Ready once the previous exchange is fully done on the connection.
+            send.ready().await.expect("connection");
             let response = send.send_request(request).await.expect("request");
             let status = response.status().as_u16();
             (status, response.into_body().collect().await.expect("answer").to_bytes())
@@ -209,8 +211,8 @@ async fn batch_inserts(api: &Api, queue: &str, n: usize) -> f64 {
             serde_json::to_vec(&json!({ "jobs": jobs })).expect("batch").into()
         })
         .collect();
-    let started = Instant::now();
     let mut conn = api.connect().await;
+    let started = Instant::now();
     for body in batches {
         let (status, answer) = conn.post("/v1/jobs/batch", body).await;
         let answer: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
