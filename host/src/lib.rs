@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod judge;
 pub mod limits;
+pub mod log_sink;
 pub mod logging;
 pub mod machine;
 pub mod maintenance;

@@ -1,8 +1,6 @@
-//! The server's log: one JSON object per line on stdout, written by a logging
-//! thread. Request threads only format a line and hand it over; the thread writes
-//! whatever queued up in one write (a write syscall per line was a tenth of the
-//! request threads' time). Lossless: a full queue (128,000 lines) blocks the
-//! logger rather than drop a line.
+//! The server's log: one JSON object per line on stdout. Request threads format
+//! a line and append it to the `LogSink`, whose thread writes it out (a write
+//! syscall per line was a tenth of the request threads' time).
 //!
 //! The line is formatted straight into a reused buffer: `timestamp`, `level`, the
 //! event's fields in order (`message` first), then `target`. tracing-subscriber's
@@ -16,28 +14,24 @@ use std::io::Write as _;
 use chrono::{SecondsFormat, Utc};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::log_sink::{LogSink, SinkGuard};
+
 /// Install the logger (level from `SLUICE_LOG`, default `info`). The returned guard
-/// writes out the queue when dropped, at shutdown.
-pub fn init() -> WorkerGuard {
+/// writes out every buffered line when dropped, at shutdown.
+pub fn init() -> SinkGuard {
     let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("sluice-log")
-        .finish(stdout);
-    tracing_subscriber::registry().with(filter).with(JsonLines { writer }).init();
+    let (sink, guard) = LogSink::start(std::io::stdout());
+    tracing_subscriber::registry().with(filter).with(JsonLines { sink }).init();
     guard
 }
 
 struct JsonLines {
-    writer: NonBlocking,
+    sink: LogSink,
 }
 
 impl<S: Subscriber> Layer<S> for JsonLines {
@@ -48,9 +42,7 @@ impl<S: Subscriber> Layer<S> for JsonLines {
         LINE.with_borrow_mut(|line| {
             line.clear();
             format_line(line, event);
-            // The queue never drops a line; an error means the logging thread is gone
-            // (at shutdown).
-            let _ = self.writer.make_writer().write_all(line);
+            self.sink.append(line);
         });
     }
 }
