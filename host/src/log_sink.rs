@@ -1,13 +1,15 @@
 //! Where the log's lines go: one shared buffer that request threads append to
 //! under a short lock, and the `sluice-log` thread that writes it out every
-//! `FLUSH_EVERY`, or sooner once it holds `FLUSH_AT` bytes.
+//! `FLUSH_EVERY`, or sooner once it holds `FLUSH_AT` bytes or an urgent line (the
+//! rare ones: audit, storage, warnings; see `logging.rs`), so those reach the
+//! file before a crash as promptly as they did when every line woke the thread.
 //!
 //! A line costs its formatting and one copy: no allocation, no channel, and no
 //! wake-up of another thread. (A queue of lines woke the logging thread for
 //! nearly every line; measured on the tagger row, those wake-ups and that thread
 //! were about 5 % of the server's CPU.) Lossless: a buffer at `CAP` makes the
 //! logger wait for the thread, and dropping the guard writes out what is left.
-//! A crash loses at most the last `FLUSH_EVERY` of lines.
+//! A crash loses at most the last `FLUSH_EVERY` of routine lines.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -21,11 +23,12 @@ const FLUSH_AT: usize = 256 << 10;
 /// A buffer this full makes loggers wait for the thread.
 const CAP: usize = 16 << 20;
 
-#[derive(Default)]
 struct Shared {
     state: Mutex<State>,
-    /// Signalled when the buffer passes `FLUSH_AT`, and at close.
+    /// Signalled when the buffer passes `FLUSH_AT`, on an urgent line, and at close.
     flush: Condvar,
+    /// How long a routine line may wait in the buffer.
+    every: Duration,
     /// Signalled when the thread has taken the buffer.
     room: Condvar,
 }
@@ -33,6 +36,8 @@ struct Shared {
 #[derive(Default)]
 struct State {
     buf: Vec<u8>,
+    /// The buffer holds a line to write at once.
+    urgent: bool,
     closed: bool,
 }
 
@@ -55,7 +60,11 @@ pub struct SinkGuard {
 impl LogSink {
     /// Start the `sluice-log` thread writing into `out`.
     pub fn start(out: impl Write + Send + 'static) -> (LogSink, SinkGuard) {
-        let shared = Arc::new(Shared::default());
+        Self::start_every(out, FLUSH_EVERY)
+    }
+
+    fn start_every(out: impl Write + Send + 'static, every: Duration) -> (LogSink, SinkGuard) {
+        let shared = Arc::new(Shared { state: Mutex::default(), flush: Condvar::new(), room: Condvar::new(), every });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-log".into())
@@ -64,17 +73,18 @@ impl LogSink {
         (LogSink(shared.clone()), SinkGuard { shared, thread: Some(thread) })
     }
 
-    /// Append whole lines.
-    pub fn append(&self, lines: &[u8]) {
+    /// Append whole lines; `urgent` ones are written at once, not at the next tick.
+    pub fn append(&self, lines: &[u8], urgent: bool) {
         let mut state = self.0.lock();
         while state.buf.len() >= CAP && !state.closed {
             state = self.0.room.wait(state).unwrap_or_else(|p| p.into_inner());
         }
         let before = state.buf.len();
         state.buf.extend_from_slice(lines);
-        if before < FLUSH_AT && state.buf.len() >= FLUSH_AT {
+        if (urgent && !state.urgent) || (before < FLUSH_AT && state.buf.len() >= FLUSH_AT) {
             self.0.flush.notify_one();
         }
+        state.urgent |= urgent;
     }
 }
 
@@ -94,11 +104,12 @@ fn write_out(shared: &Shared, mut out: impl Write) {
     let mut taken = Vec::new();
     loop {
         let closed = {
-            let mut state = shared.lock();
-            if state.buf.len() < FLUSH_AT && !state.closed {
-                state = shared.flush.wait_timeout(state, FLUSH_EVERY).unwrap_or_else(|p| p.into_inner()).0;
-            }
+            let (mut state, _) = shared
+                .flush
+                .wait_timeout_while(shared.lock(), shared.every, |s| s.buf.len() < FLUSH_AT && !s.urgent && !s.closed)
+                .unwrap_or_else(|p| p.into_inner());
             std::mem::swap(&mut state.buf, &mut taken);
+            state.urgent = false;
             state.closed
         };
         shared.room.notify_all();
@@ -149,7 +160,7 @@ mod tests {
                         let mut text = format!("{t} {n} ").into_bytes();
                         text.extend_from_slice(&line);
                         text.push(b'\n');
-                        sink.append(&text);
+                        sink.append(&text, n % 1000 == 0);
                     }
                 })
             })
@@ -174,12 +185,31 @@ mod tests {
     fn lines_are_written_while_running() {
         let out = Collected::default();
         let (sink, _guard) = LogSink::start(out.clone());
-        sink.append(b"one line\n");
+        sink.append(b"one line\n", false);
         let started = std::time::Instant::now();
         while out.0.lock().unwrap().is_empty() {
             assert!(started.elapsed() < Duration::from_secs(10), "the line was never written");
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(out.0.lock().unwrap().as_slice(), b"one line\n");
+    }
+
+    /// An urgent line is written at once and takes the routine lines before it
+    /// along; routine lines alone wait for the tick (an hour here).
+    #[test]
+    fn an_urgent_line_is_written_at_once() {
+        let out = Collected::default();
+        let (sink, _guard) = LogSink::start_every(out.clone(), Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(50)); // the thread is now waiting out its tick
+        sink.append(b"routine\n", false);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(out.0.lock().unwrap().is_empty(), "a routine line waits for the tick");
+        sink.append(b"urgent\n", true);
+        let started = std::time::Instant::now();
+        while out.0.lock().unwrap().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(10), "the urgent line was never written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"routine\nurgent\n");
     }
 }

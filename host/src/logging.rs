@@ -42,9 +42,17 @@ impl<S: Subscriber> Layer<S> for JsonLines {
         LINE.with_borrow_mut(|line| {
             line.clear();
             format_line(line, event);
-            self.sink.append(line);
+            self.sink.append(line, urgent(event.metadata()));
         });
     }
+}
+
+/// Whether a line should reach the file at once rather than at the sink's next
+/// tick: everything but the lines written per request and per plugin call, which
+/// are the many. So a crash loses no audit, storage or start-up line it did not
+/// lose before, and warnings and errors go out at once.
+fn urgent(metadata: &tracing::Metadata<'_>) -> bool {
+    *metadata.level() <= tracing::Level::WARN || !matches!(metadata.target(), "sluice::job" | "sluice::plugin")
 }
 
 fn format_line(line: &mut Vec<u8>, event: &Event<'_>) {
