@@ -984,4 +984,23 @@ mod tests {
         let Ok(now) = reread(&encode(&changed), Some(read)) else { panic!("decodes") };
         assert_eq!((now.seq, now.revision), (1, changed.revision));
     }
+
+    #[test]
+    fn a_queue_configuration_is_read_anew_whenever_its_stored_bytes_change() {
+        let db = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut t = Tables::open(&txn);
+        let read = |t: &Tables<'_>, queue: &str| queue_config(t, "tenant", queue).ok().flatten();
+        assert!(read(&t, "q").is_none());
+        let mut stored = Vec::new();
+        for max_attempts in [3, 7, 3, 7] {
+            let config = QueueConfig { max_attempts, ..QueueConfig::default() };
+            t.queues.insert(("tenant", "q"), encode(&config).as_slice()).unwrap();
+            stored.push(read(&t, "q").expect("stored").max_attempts);
+            // Another queue with the same bytes reads the same; its own change stays its own.
+            t.queues.insert(("tenant", "other"), encode(&QueueConfig::default()).as_slice()).unwrap();
+            assert_eq!(read(&t, "other").expect("stored").max_attempts, 5);
+        }
+        assert_eq!(stored, [3, 7, 3, 7]);
+    }
 }
