@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use cap_std::fs::{Dir, OpenOptions};
 use chrono::{DateTime, Utc};
 use redb::backends::FileBackend;
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend};
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend};
 use uuid::Uuid;
 
-use super::codec::decode;
+use super::codec::{decode, decode_queue_config};
 use super::config_cache::ConfigCache;
 use super::counted_file::CountedFile;
 use super::journal::Journal;
@@ -283,18 +283,25 @@ fn migrate_from_1(t: &mut Tables<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn job_by_seq(txn: &ReadTransaction, seq: u64) -> Result<Option<Job>> {
-    read_job(txn, seq, |job, _| job)
+/// The jobs table of a read, opened once for all the jobs a read looks at (an open
+/// looks the table up by name).
+type JobsTable = ReadOnlyTable<u64, &'static [u8]>;
+
+fn jobs_table(txn: &ReadTransaction) -> Result<JobsTable> {
+    txn.open_table(JOBS).map_err(internal)
+}
+
+fn job_by_seq(jobs: &JobsTable, seq: u64) -> Result<Option<Job>> {
+    read_job(jobs, seq, |job, _| job)
 }
 
 /// The job stored under `seq`, to be judged: with a copy of its stored bytes.
-fn judged_job(txn: &ReadTransaction, seq: u64) -> Result<Option<ReadJob>> {
-    read_job(txn, seq, |job, stored| ReadJob { job, stored: stored.into() })
+fn judged_job(jobs: &JobsTable, seq: u64) -> Result<Option<ReadJob>> {
+    read_job(jobs, seq, |job, stored| ReadJob { job, stored: stored.into() })
 }
 
 /// The job stored under `seq`, handed to `take` with its stored bytes.
-fn read_job<T>(txn: &ReadTransaction, seq: u64, take: impl FnOnce(Job, &[u8]) -> T) -> Result<Option<T>> {
-    let jobs = txn.open_table(JOBS).map_err(internal)?;
+fn read_job<T>(jobs: &JobsTable, seq: u64, take: impl FnOnce(Job, &[u8]) -> T) -> Result<Option<T>> {
     match jobs.get(seq).map_err(internal)? {
         Some(bytes) => Ok(Some(take(decode(bytes.value())?, bytes.value()))),
         None => Ok(None),
@@ -310,13 +317,12 @@ fn host_paused_in(txn: &ReadTransaction) -> Result<bool> {
 fn queue_config_in(txn: &ReadTransaction, tenant: &str, queue: &str) -> Result<Option<QueueConfig>> {
     let queues = txn.open_table(QUEUES).map_err(internal)?;
     match queues.get((tenant, queue)).map_err(internal)? {
-        Some(bytes) => Ok(Some(decode(bytes.value())?)),
+        Some(bytes) => Ok(Some(decode_queue_config(bytes.value())?)),
         None => Ok(None),
     }
 }
 
-fn seq_of(txn: &ReadTransaction, tenant: &str, job_uuid: Uuid) -> Result<Option<u64>> {
-    let uuids = txn.open_table(UUIDS).map_err(internal)?;
+fn seq_of(uuids: &ReadOnlyTable<(&'static str, u128), u64>, tenant: &str, job_uuid: Uuid) -> Result<Option<u64>> {
     let seq = uuids.get((tenant, job_uuid.as_u128())).map_err(internal)?.map(|v| v.value());
     Ok(seq.filter(|&s| s != 0))
 }
@@ -405,6 +411,7 @@ impl Store for RedbStore {
             return Ok(Vec::new());
         }
         let ready = txn.open_table(READY).map_err(internal)?;
+        let stored = jobs_table(&txn)?;
         let mut jobs = Vec::with_capacity(limit);
         for entry in ready.range(write_ops::ready_range(tenant, queue, stage.code())).map_err(internal)? {
             let seq = entry.map_err(internal)?.0.value().5;
@@ -412,7 +419,7 @@ impl Store for RedbStore {
                 break;
             }
             if !skip.contains(&seq) {
-                jobs.extend(judged_job(&txn, seq)?);
+                jobs.extend(judged_job(&stored, seq)?);
             }
         }
         Ok(jobs)
@@ -420,8 +427,9 @@ impl Store for RedbStore {
 
     fn jobs_by_uuid(&self, tenant: &str, job_uuids: &[Uuid]) -> Result<Vec<Option<ReadJob>>> {
         let txn = self.read()?;
-        let find = |&job_uuid: &Uuid| match seq_of(&txn, tenant, job_uuid)? {
-            Some(seq) => judged_job(&txn, seq),
+        let (uuids, jobs) = (txn.open_table(UUIDS).map_err(internal)?, jobs_table(&txn)?);
+        let find = |&job_uuid: &Uuid| match seq_of(&uuids, tenant, job_uuid)? {
+            Some(seq) => judged_job(&jobs, seq),
             None => Ok(None),
         };
         job_uuids.iter().map(find).collect()
@@ -455,12 +463,13 @@ impl Store for RedbStore {
             let range = t.range((tenant, start)..=(tenant, u64::MAX)).map_err(internal)?;
             Box::new(range.map(|e| e.map(|(k, _)| k.value().1).map_err(internal)))
         };
+        let stored = jobs_table(&txn)?;
         let mut jobs = Vec::new();
         let mut last = None;
         for seq in seqs {
             let seq = seq?;
             last = Some(seq);
-            if let Some(job) = job_by_seq(&txn, seq)?
+            if let Some(job) = job_by_seq(&stored, seq)?
                 && filter.admits(&job)
             {
                 jobs.push(job);
@@ -475,7 +484,7 @@ impl Store for RedbStore {
 
     fn history(&self, tenant: &str, job_uuid: Uuid) -> Result<Option<Vec<HistoryEvent>>> {
         let txn = self.read()?;
-        let Some(seq) = seq_of(&txn, tenant, job_uuid)? else { return Ok(None) };
+        let Some(seq) = seq_of(&txn.open_table(UUIDS).map_err(internal)?, tenant, job_uuid)? else { return Ok(None) };
         let t = txn.open_table(HISTORY).map_err(internal)?;
         let events = t
             .range((seq, 0)..=(seq, u32::MAX))
@@ -536,10 +545,11 @@ impl Store for RedbStore {
         let txn = self.read()?;
         let t = txn.open_table(BY_STATE).map_err(internal)?;
         let code = JobState::Processing.code();
+        let stored = jobs_table(&txn)?;
         let mut oldest: Option<DateTime<Utc>> = None;
         for entry in t.range((tenant, code, 0)..=(tenant, code, u64::MAX)).map_err(internal)? {
             let seq = entry.map_err(internal)?.0.value().2;
-            if let Some(job) = job_by_seq(&txn, seq)?
+            if let Some(job) = job_by_seq(&stored, seq)?
                 && job.queue == queue
                 && let Some(lease) = &job.lease
             {
@@ -879,10 +889,11 @@ impl Store for RedbStore {
     fn held_jobs(&self, tenant: &str) -> Result<Vec<Job>> {
         let txn = self.read()?;
         let held = txn.open_table(HELD).map_err(internal)?;
+        let stored = jobs_table(&txn)?;
         let mut jobs = Vec::new();
         for entry in held.range((tenant, 0)..=(tenant, u64::MAX)).map_err(internal)? {
             let seq = entry.map_err(internal)?.0.value().1;
-            jobs.extend(job_by_seq(&txn, seq)?);
+            jobs.extend(job_by_seq(&stored, seq)?);
         }
         Ok(jobs)
     }

@@ -5,14 +5,13 @@
 //! Every state change goes through `machine::decide`.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Duration, Utc};
 use redb::ReadableTable;
 use serde_json::{Map, Value, json};
 
-use super::codec::{decode, encode};
+use super::codec::{decode, decode_queue_config, encode};
 use super::tables::Tables;
 use super::writer::{OpError, WriteCtx};
 use super::{
@@ -360,30 +359,11 @@ fn detail(value: Value) -> Map<String, Value> {
     }
 }
 
-/// Queue configurations decoded lately, with their stored bytes: nearly every write
-/// reads its queue's configuration, a batch touches few queues, and decoding one
-/// was a few % of the writer's time. Equal bytes decode to equal values, so an
-/// entry is never stale; it is only a cache of `decode`.
-const CONFIGS_KEPT: usize = 16;
-
-thread_local! {
-    static DECODED_CONFIGS: RefCell<Vec<(Vec<u8>, QueueConfig)>> = const { RefCell::new(Vec::new()) };
-}
-
 /// The queue's configuration; `None` when the queue was never used.
 pub fn queue_config(t: &Tables<'_>, tenant: &str, queue: &str) -> OpResult<Option<QueueConfig>> {
-    let Some(stored) = t.queues.get((tenant, queue))? else { return Ok(None) };
-    let bytes = stored.value();
-    DECODED_CONFIGS.with_borrow_mut(|kept| {
-        if let Some((_, config)) = kept.iter().find(|(b, _)| b.as_slice() == bytes) {
-            return Ok(Some(config.clone()));
-        }
-        let config: QueueConfig = decode(bytes)?;
-        if kept.len() == CONFIGS_KEPT {
-            kept.remove(0);
-        }
-        kept.push((bytes.to_vec(), config.clone()));
-        Ok(Some(config))
+    Ok(match t.queues.get((tenant, queue))? {
+        Some(bytes) => Some(decode_queue_config(bytes.value())?),
+        None => None,
     })
 }
 
