@@ -180,18 +180,23 @@ mod tests {
         assert_eq!(next, [20_000; 4]);
     }
 
+    /// What the sink wrote first, waiting up to 10 s for it.
+    fn first_write(out: &Collected) -> Vec<u8> {
+        let started = std::time::Instant::now();
+        while out.0.lock().unwrap().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(10), "nothing was written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        out.0.lock().unwrap().clone()
+    }
+
     /// Lines are written while the sink runs, not only at the close.
     #[test]
     fn lines_are_written_while_running() {
         let out = Collected::default();
         let (sink, _guard) = LogSink::start(out.clone());
         sink.append(b"one line\n", false);
-        let started = std::time::Instant::now();
-        while out.0.lock().unwrap().is_empty() {
-            assert!(started.elapsed() < Duration::from_secs(10), "the line was never written");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(out.0.lock().unwrap().as_slice(), b"one line\n");
+        assert_eq!(first_write(&out), b"one line\n");
     }
 
     /// An urgent line is written at once and takes the routine lines before it
@@ -205,11 +210,6 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert!(out.0.lock().unwrap().is_empty(), "a routine line waits for the tick");
         sink.append(b"urgent\n", true);
-        let started = std::time::Instant::now();
-        while out.0.lock().unwrap().is_empty() {
-            assert!(started.elapsed() < Duration::from_secs(10), "the urgent line was never written");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(out.0.lock().unwrap().as_slice(), b"routine\nurgent\n");
+        assert_eq!(first_write(&out), b"routine\nurgent\n");
     }
 }

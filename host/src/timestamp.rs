@@ -33,35 +33,34 @@ fn write_rfc3339(t: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
         return None;
     }
-    let mut at = 0;
-    let mut put = |lead: Option<u8>, value: u32, width: usize| {
-        if let Some(lead) = lead {
-            out[at] = lead;
-            at += 1;
-        }
-        let mut rest = value;
-        for i in (0..width).rev() {
-            out[at + i] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
-        at += width;
-        at
+    out[..20].copy_from_slice(b"0000-00-00T00:00:00.");
+    for (range, value) in [(0..4, year as u32), (5..7, t.month()), (8..10, t.day())].into_iter().chain([
+        (11..13, t.hour()),
+        (14..16, t.minute()),
+        (17..19, t.second()),
+    ]) {
+        digits(&mut out[range], value);
+    }
+    let (fraction, width) = match nanos {
+        0 => (0, 0),
+        n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+        n if n % 1_000 == 0 => (n / 1_000, 6),
+        n => (n, 9),
     };
-    put(None, year as u32, 4);
-    put(Some(b'-'), t.month(), 2);
-    put(Some(b'-'), t.day(), 2);
-    put(Some(b'T'), t.hour(), 2);
-    put(Some(b':'), t.minute(), 2);
-    let mut end = put(Some(b':'), t.second(), 2);
-    if nanos != 0 {
-        end = match nanos {
-            n if n % 1_000_000 == 0 => put(Some(b'.'), n / 1_000_000, 3),
-            n if n % 1_000 == 0 => put(Some(b'.'), n / 1_000, 6),
-            n => put(Some(b'.'), n, 9),
-        };
+    let end = if width == 0 { 19 } else { 20 + width };
+    if width > 0 {
+        digits(&mut out[20..end], fraction);
     }
     out[end] = b'Z';
     Some(end + 1)
+}
+
+/// `value` in decimal, zero-padded to fill `out`.
+fn digits(out: &mut [u8], mut value: u32) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
