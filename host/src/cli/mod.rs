@@ -151,6 +151,11 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
+    /// Threads serving requests and plugin calls. The default is one per core
+    /// less one, at least one: the writer thread keeps a core busy under load, and
+    /// a request thread more than the cores left only adds switches between them.
+    #[arg(long, env = "SLUICE_WORKERS")]
+    workers: Option<usize>,
     /// redb page cache, in MiB. It should hold the hot index pages, the job_uuid
     /// index's above all (random keys): with a million jobs stored, the default
     /// keeps inserts near their empty-store rate.
@@ -216,12 +221,15 @@ struct ServeArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Commands::Serve(args) = cli.command {
+        return run_server(args);
+    }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let conn = cli.conn;
     let client = Client::new(&conn.url, conn.key.clone(), conn.tenant.clone());
     let out = Output { json: conn.json };
     let result = match cli.command {
-        Commands::Serve(args) => return run_server(&runtime, args),
+        Commands::Serve(_) => unreachable!("served above"),
         Commands::Tenants(c) => runtime.block_on(admin::tenants(&client, out, c)),
         Commands::Keys(c) => runtime.block_on(admin::keys(&client, out, c)),
         Commands::Queues(c) => runtime.block_on(queues::run(&client, out, c)),
@@ -256,8 +264,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run_server(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
+fn run_server(args: ServeArgs) -> ExitCode {
     let _log = crate::logging::init();
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |cores| cores.get().saturating_sub(1)).max(1)
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers.max(1)).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = ServeConfig {
         data_dir: args.data,
         listen: args.listen,

@@ -150,8 +150,10 @@ impl ResourceLimiter for CallLimiter {
     }
 }
 
-/// Epoch ticks per second (the engine's ticker thread).
-pub const TICKS_PER_SECOND: u64 = 100;
+/// Epoch ticks per second (the engine's ticker thread). A running guest yields
+/// its thread at every tick, so a long call holds a request thread for at most a
+/// millisecond at a time: the other requests on that thread wait no longer.
+pub const TICKS_PER_SECOND: u64 = 1000;
 
 /// A fresh Store for one call, with fuel, the deadline and the limiter armed.
 pub fn new_store(engine: &wasmtime::Engine, limits: &PluginLimits) -> Store<CallState> {

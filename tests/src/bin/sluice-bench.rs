@@ -608,7 +608,9 @@ fn peer_median(peer: &[Value], config: &str, mode: &str, phase: &str) -> Option<
 
 fn main() {
     let o = options();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // One thread drives every client: the load generator shares the machine with
+    // the server it measures, and a second thread only adds wake-ups between them.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let mut sluice: Vec<Figures> = Vec::new();
     let mut peer: Vec<Value> = Vec::new();
     for run in 1..=o.runs {

@@ -281,3 +281,23 @@ fn startup_refuses_a_data_file_from_a_newer_version() {
         format!("storage schema version 99, newer than this binary's {}", sluice_host::store::SCHEMA_VERSION);
     assert!(stderr.contains(&expected), "{stderr}");
 }
+
+/// The server's request threads, by the name tokio gives them.
+fn request_threads(server: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .unwrap()
+        .filter(|task| {
+            let comm = std::fs::read_to_string(task.as_ref().unwrap().path().join("comm")).unwrap_or_default();
+            comm.trim_end() == "tokio-rt-worker"
+        })
+        .count()
+}
+
+#[test]
+fn the_server_leaves_a_core_to_its_writer_unless_told_its_thread_count() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(request_threads(&Server::start()), (cores - 1).max(1), "{cores} cores");
+    let server = Server::start_with(&["--workers", "3"]);
+    assert_eq!(request_threads(&server), 3);
+    assert_eq!(server.admin().get("/health").0, 200, "and it serves");
+}
