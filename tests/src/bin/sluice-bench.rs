@@ -551,9 +551,12 @@ fn scaling_run(rt: &tokio::runtime::Runtime, stored: usize, n: usize) -> Figures
     if stored > 0 {
         println!("  filled {stored} jobs in {:.0} s", fill_started.elapsed().as_secs_f64());
     }
+    let commits = || t.server.admin().get("/health").1["writer"]["commits"].as_f64().unwrap_or(0.0);
+    let commits_before = commits();
+    let (rate, _) = rt.block_on(single_inserts(&t.producer, "backlog", 5 * n, CLIENTS));
+    f.insert("single inserts/s", rate);
+    f.insert("single inserts per commit", (5 * n) as f64 / (commits() - commits_before).max(1.0));
     rt.block_on(async {
-        let (rate, _) = single_inserts(&t.producer, "backlog", 5 * n, CLIENTS).await;
-        f.insert("single inserts/s", rate);
         // n jobs are n / 10 claims: enough that one journal fold (which holds every
         // claim in flight for its duration) lands above the p99, in the max.
         let (_, mut lat) = drain(&t.worker, "backlog", n, CLIENTS).await;
