@@ -154,8 +154,8 @@ struct ServeArgs {
     /// Threads serving requests and plugin calls. The default is one per core
     /// less one, at least one: the writer thread keeps a core busy under load, and
     /// a request thread more than the cores left only adds switches between them.
-    #[arg(long, env = "SLUICE_WORKERS")]
-    workers: Option<usize>,
+    #[arg(long, env = "SLUICE_WORKERS", value_parser = clap::value_parser!(u32).range(1..))]
+    workers: Option<u32>,
     /// redb page cache, in MiB. It should hold the hot index pages, the job_uuid
     /// index's above all (random keys): with a million jobs stored, the default
     /// keeps inserts near their empty-store rate.
@@ -266,10 +266,12 @@ pub fn main() -> ExitCode {
 
 fn run_server(args: ServeArgs) -> ExitCode {
     let _log = crate::logging::init();
-    let workers = args.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |cores| cores.get().saturating_sub(1)).max(1)
-    });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers.max(1)).enable_all().build() {
+    let workers = args.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |cores| cores.get().saturating_sub(1)).max(1),
+        |n| n as usize,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");

@@ -300,4 +300,8 @@ fn the_server_leaves_a_core_to_its_writer_unless_told_its_thread_count() {
     let server = Server::start_with(&["--workers", "3"]);
     assert_eq!(request_threads(&server), 3);
     assert_eq!(server.admin().get("/health").0, 200, "and it serves");
+    let out = std::process::Command::new(sluice_bin()).args(["serve", "--workers", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--workers"), "{stderr}");
 }
