@@ -4,14 +4,12 @@
 //! compiler process build their engine here.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
 use super::limits::PluginLimits;
-use super::sandbox::{CallState, TICKS_PER_SECOND};
+use super::sandbox::CallState;
 use super::wit;
 
 /// Bytes of each memory and table slot kept mapped between calls.
@@ -46,23 +44,6 @@ pub fn engine(limits: &PluginLimits) -> anyhow::Result<Engine> {
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(Engine::new(&config)?)
-}
-
-/// Advance the engine's epoch every tick, for as long as the engine lives, and
-/// note when it last ticked: without ticks no deadline would ever stop a plugin.
-pub fn start_ticker(engine: &Engine, last_tick_ms: Arc<AtomicI64>) {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("sluice-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                last_tick_ms.store(crate::model::now_ms().timestamp_millis(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_micros(1_000_000 / TICKS_PER_SECOND));
-            }
-        })
-        .expect("spawn epoch ticker");
 }
 
 /// The imports every plugin may use: WASI (its sockets disabled in each call's

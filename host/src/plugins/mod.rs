@@ -3,6 +3,7 @@
 //! - `wit.rs`: host bindings of the contract in `wit/`.
 //! - `engine.rs`: the one Engine (pooling allocator, fuel, epochs) and the Linker.
 //! - `sandbox.rs`: a fresh Store per call, limits, bounded output, failure codes.
+//! - `ticker.rs`: the epoch ticker, every millisecond while calls run.
 //! - `check.rs`: upload checks before compiling; `compile.rs`: bounded compiling.
 //! - this file: the registry of loaded plugins and the binding table.
 //!
@@ -14,6 +15,7 @@ mod compile;
 mod engine;
 mod limits;
 mod sandbox;
+mod ticker;
 mod wit;
 
 pub use check::{CONTRACT, Checked, check};
@@ -38,6 +40,7 @@ use crate::error::{Code, Error, Result};
 use crate::model::{Binding, Job, JobState, Judgement, Plugin, PluginKind, Stage, now_ms};
 use crate::store::{PluginCaps, Store as JobStore};
 use sandbox::CallState;
+use ticker::Ticker;
 use wit::types;
 
 /// A compiled plugin, ready to instantiate.
@@ -93,8 +96,7 @@ pub struct PluginHost {
     bindings: ArcSwap<BindingTable>,
     /// One permit per pooling-allocator slot: calls beyond them wait their turn.
     slots: tokio::sync::Semaphore,
-    /// When the epoch ticker last ticked (ms since the epoch).
-    last_tick_ms: Arc<std::sync::atomic::AtomicI64>,
+    ticker: Ticker,
 }
 
 fn digest_of(bytes: &[u8]) -> String {
@@ -109,8 +111,7 @@ impl PluginHost {
         compiler: Compiler,
     ) -> anyhow::Result<PluginHost> {
         let engine = engine::engine(&limits)?;
-        let last_tick_ms = Arc::new(std::sync::atomic::AtomicI64::new(now_ms().timestamp_millis()));
-        engine::start_ticker(&engine, last_tick_ms.clone());
+        let ticker = Ticker::start(&engine);
         let linker = engine::linker(&engine)?;
         let host = PluginHost {
             engine,
@@ -120,7 +121,7 @@ impl PluginHost {
             loaded: DashMap::new(),
             bindings: ArcSwap::from_pointee(BindingTable::default()),
             slots: tokio::sync::Semaphore::new(limits.concurrent_calls as usize),
-            last_tick_ms,
+            ticker,
             limits,
         };
         for plugin in host.store.plugins(None)? {
@@ -136,8 +137,7 @@ impl PluginHost {
 
     /// How long ago the epoch ticker last ticked; deadlines rely on it.
     pub fn since_last_tick(&self) -> std::time::Duration {
-        let last = self.last_tick_ms.load(std::sync::atomic::Ordering::Relaxed);
-        std::time::Duration::from_millis((now_ms().timestamp_millis() - last).max(0) as u64)
+        self.ticker.since_last_tick()
     }
 
     /// A loaded plugin of a tenant.
@@ -277,6 +277,7 @@ impl PluginHost {
     /// Run one call in a fresh sandbox, once a slot is free.
     async fn run<T>(&self, body: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<T>) -> CallReport<T> {
         let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        let _running = self.ticker.running();
         sandbox::run(&self.engine, &self.limits, body).await
     }
 

@@ -150,11 +150,6 @@ impl ResourceLimiter for CallLimiter {
     }
 }
 
-/// Epoch ticks per second (the engine's ticker thread). A running guest yields
-/// its thread at every tick, so a long call holds a request thread for at most a
-/// millisecond at a time: the other requests on that thread wait no longer.
-pub const TICKS_PER_SECOND: u64 = 1000;
-
 /// A fresh Store for one call, with fuel, the deadline and the limiter armed.
 pub fn new_store(engine: &wasmtime::Engine, limits: &PluginLimits) -> Store<CallState> {
     let output = Output::new(limits.output_bytes);
@@ -174,8 +169,9 @@ pub fn new_store(engine: &wasmtime::Engine, limits: &PluginLimits) -> Store<Call
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_fuel(limits.fuel).expect("fuel is enabled");
-    // Yield to the executor every tick (so a spinning guest never holds a runtime
-    // thread), and stop the guest once the deadline has passed.
+    // Yield to the executor every tick (ticker.rs: each millisecond while calls
+    // run), so a spinning guest never holds a runtime thread, and stop the guest
+    // once the deadline has passed.
     let started = Instant::now();
     let deadline = limits.deadline;
     store.set_epoch_deadline(1);

@@ -300,8 +300,17 @@ fn the_server_leaves_a_core_to_its_writer_unless_told_its_thread_count() {
     let server = Server::start_with(&["--workers", "3"]);
     assert_eq!(request_threads(&server), 3);
     assert_eq!(server.admin().get("/health").0, 200, "and it serves");
-    let out = std::process::Command::new(sluice_bin()).args(["serve", "--workers", "0"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let data = tempfile::tempdir().unwrap();
+    let mut refused = std::process::Command::new(sluice_bin())
+        .args(["serve", "--workers", "0", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status =
+        wait_for(std::time::Duration::from_secs(10), "serve --workers 0 to exit", || refused.try_wait().unwrap());
+    assert_eq!(status.code(), Some(2));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("--workers"), "{stderr}");
 }
