@@ -126,7 +126,7 @@ pub fn scrub(
             Err(super::writer::OpError::Refused(e)) => return Err(e),
             Err(super::writer::OpError::Storage(e)) => return Err(internal(e)),
         };
-        tables.flush_counters().map_err(internal)?;
+        tables.flush().map_err(internal)?;
         erased
     };
     txn.commit().map_err(internal)?;

@@ -63,8 +63,9 @@ pub fn subject_hash(secret: &[u8; 32], tenant: &str, user_id: &str) -> [u8; 32] 
     mac.finalize().into_bytes().into()
 }
 
-fn user_seqs(t: &Tables<'_>, tenant: &str, user_id: &str) -> OpResult<Vec<u64>> {
+fn user_seqs(t: &mut Tables<'_>, tenant: &str, user_id: &str) -> OpResult<Vec<u64>> {
     t.by_user
+        .read()?
         .range((tenant, user_id, 0)..=(tenant, user_id, u64::MAX))?
         .map(|e| e.map(|(k, _)| k.value().2).map_err(OpError::from))
         .collect()
@@ -162,10 +163,10 @@ pub fn delete_expired(ctx: &mut WriteCtx<'_, '_>, day_ms: u64, limit: usize) -> 
     // The index is sorted by retention days first: walk each distinct value's run
     // up to its own cut-off.
     while due.len() < limit {
-        let Some(first) = t.retention.range((days, 0, 0)..)?.next() else { break };
+        let Some(first) = t.retention.read()?.range((days, 0, 0)..)?.next() else { break };
         days = first?.0.value().0;
         let cutoff = now.saturating_sub(days.saturating_mul(day_ms));
-        for entry in t.retention.range((days, 0, 0)..=(days, cutoff, u64::MAX))?.take(limit - due.len()) {
+        for entry in t.retention.read()?.range((days, 0, 0)..=(days, cutoff, u64::MAX))?.take(limit - due.len()) {
             due.push(entry?.0.value().2);
         }
         days = match days.checked_add(1) {
@@ -284,7 +285,7 @@ pub fn erase_subjects(t: &mut Tables<'_>, secret: &[u8; 32], subjects: &[Pending
             users.push((tenant.to_owned(), user.to_owned()));
         }
     };
-    for entry in t.by_user.iter()? {
+    for entry in t.by_user.read()?.iter()? {
         let (k, _) = entry?;
         let (tenant, user, _) = k.value();
         consider(tenant, user);

@@ -222,7 +222,7 @@ fn prepare(db: &Database) -> anyhow::Result<()> {
             Some(1) => migrate_from_1(&mut tables)?,
             _ => {}
         }
-        tables.flush_counters()?;
+        tables.flush()?;
         tables.meta.insert("schema_version", SCHEMA_VERSION)?;
     }
     txn.commit()?;

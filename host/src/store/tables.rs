@@ -4,7 +4,8 @@
 
 use std::borrow::Borrow;
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 
@@ -158,7 +159,7 @@ impl<'t, K: Key + 'static, V: Value + 'static> Deref for Logged<'t, K, V> {
 }
 
 /// A table of counts (the job counters) whose changes in one transaction are summed
-/// in memory and written once, at `Tables::flush_counters`: a batch of 500 claims
+/// in memory and written once, at `Tables::flush`: a batch of 500 claims
 /// writes its queue's counters once each, not 500 times. Reads (`get`) include the
 /// sums not yet written; there is no other access, so no read can miss them.
 pub struct Counted<'t, K: Key + 'static, V: Value + 'static> {
@@ -204,6 +205,100 @@ impl<'t, K: Key + 'static, V: for<'a> Value<SelfType<'a> = u64> + 'static> Count
             }
         }
         Ok(())
+    }
+
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
+        self.table.apply(key, value)
+    }
+}
+
+/// An index table (keys only) whose removals wait until the table is next read or
+/// the batch ends, and then go in ordered sweeps (redb's `retain_in`), which rewrite
+/// each leaf once for all the keys it loses. Removed one by one, each key rewrites
+/// its leaf (and the branch above) whenever the leaf is under redb's merge threshold,
+/// a third of a page: the queue-shaped indexes (ready jobs, leases, stuck deadlines,
+/// jobs by state) are small or lose their oldest entries, so nearly always.
+/// Reads go through [`Index::read`], which applies the removals first.
+pub struct Index<'t, K: Key + 'static, V: Value + 'static> {
+    table: Logged<'t, K, V>,
+    /// Keys removed (and journaled) but still in the table.
+    removed: HashSet<Vec<u8>>,
+}
+
+/// Live entries a sweep may step over between two removed keys before the removals
+/// beyond them go in a sweep of their own (one more seek).
+const SWEEP_GAP: usize = 64;
+
+impl<'t, K: Key + 'static, V: Value + 'static> From<Logged<'t, K, V>> for Index<'t, K, V> {
+    fn from(table: Logged<'t, K, V>) -> Self {
+        Index { table, removed: HashSet::new() }
+    }
+}
+
+impl<'t, K: Key + 'static> Index<'t, K, ()> {
+    pub fn insert<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>, value: ()) -> Result<(), StorageError> {
+        if !self.removed.is_empty() {
+            self.removed.remove(K::as_bytes(key.borrow()).as_ref());
+        }
+        self.table.insert(key, value).map(drop)
+    }
+
+    pub fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) {
+        let bytes = K::as_bytes(key.borrow());
+        self.table.changes.record(self.table.id, bytes.as_ref(), None);
+        self.removed.insert(bytes.as_ref().to_vec());
+    }
+
+    /// The table, with every removal so far applied.
+    pub fn read(&mut self) -> Result<&Table<'t, K, ()>, StorageError> {
+        self.flush()?;
+        Ok(&self.table.table)
+    }
+
+    /// Apply the pending removals: one sweep per run of removed keys that lie close
+    /// together in the table.
+    fn flush(&mut self) -> Result<(), StorageError> {
+        if self.removed.is_empty() {
+            return Ok(());
+        }
+        let mut keys: Vec<Vec<u8>> = self.removed.drain().collect();
+        keys.sort_by(|a, b| K::compare(a, b));
+        let mut start = 0;
+        while start < keys.len() {
+            let end = start + self.run_length(&keys[start..])?;
+            let run = &keys[start..end];
+            let (first, last) = (K::from_bytes(&run[0]), K::from_bytes(&run[run.len() - 1]));
+            self.table.table.retain_in(first..=last, |k, _| {
+                run.binary_search_by(|r| K::compare(r, K::as_bytes(&k).as_ref())).is_err()
+            })?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// How many of the sorted `keys` one sweep takes: it stops before a key that
+    /// more than `SWEEP_GAP` live entries separate from the one before.
+    fn run_length(&self, keys: &[Vec<u8>]) -> Result<usize, StorageError> {
+        let (mut taken, mut gap) = (0, 0);
+        for entry in self.table.table.range(K::from_bytes(&keys[0])..)? {
+            let (key, _) = entry?;
+            let key = key.value();
+            let key = K::as_bytes(&key);
+            while taken < keys.len() && K::compare(&keys[taken], key.as_ref()) == Ordering::Less {
+                taken += 1; // a removed key the table does not hold
+            }
+            if taken == keys.len() {
+                return Ok(taken);
+            }
+            if K::compare(&keys[taken], key.as_ref()) == Ordering::Equal {
+                (taken, gap) = (taken + 1, 0);
+            } else if gap == SWEEP_GAP {
+                return Ok(taken);
+            } else {
+                gap += 1;
+            }
+        }
+        Ok(keys.len())
     }
 
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
@@ -276,6 +371,13 @@ impl<'t, K: Key + 'static, V: for<'a> Value<SelfType<'a> = u64> + 'static> Lazy<
     }
 }
 
+impl<'t, K: Key + 'static> Lazy<'t, K, (), Index<'t, K, ()>> {
+    /// Apply the pending removals of an index, if the batch opened it.
+    fn flush(&mut self) -> Result<(), StorageError> {
+        self.table.get_mut().map_or(Ok(()), Index::flush)
+    }
+}
+
 /// Declares `Tables` from one list. The number is the table's id in the journal:
 /// a journal is replayed by the next version of the binary, so ids never change.
 macro_rules! tables {
@@ -317,14 +419,14 @@ macro_rules! tables {
 tables! {
     0 jobs: Logged JOBS<u64, &'static [u8]>,
     1 uuids: Logged UUIDS<(&'static str, u128), u64>,
-    2 ready: Logged READY<(&'static str, &'static str, u8, u32, u64, u64), ()>,
-    3 due: Logged DUE<(u64, u64), ()>,
-    4 leases: Logged LEASES<(u64, u64), ()>,
-    5 stuck_due: Logged STUCK_DUE<(u64, u64), ()>,
-    6 stuck: Logged STUCK<(&'static str, u64), ()>,
-    7 by_state: Logged BY_STATE<(&'static str, u8, u64), ()>,
-    8 by_tenant: Logged BY_TENANT<(&'static str, u64), ()>,
-    9 by_user: Logged BY_USER<(&'static str, &'static str, u64), ()>,
+    2 ready: Index READY<(&'static str, &'static str, u8, u32, u64, u64), ()>,
+    3 due: Index DUE<(u64, u64), ()>,
+    4 leases: Index LEASES<(u64, u64), ()>,
+    5 stuck_due: Index STUCK_DUE<(u64, u64), ()>,
+    6 stuck: Index STUCK<(&'static str, u64), ()>,
+    7 by_state: Index BY_STATE<(&'static str, u8, u64), ()>,
+    8 by_tenant: Index BY_TENANT<(&'static str, u64), ()>,
+    9 by_user: Index BY_USER<(&'static str, &'static str, u64), ()>,
     10 counts: Counted COUNTS<(&'static str, &'static str, u8), u64>,
     11 history: Logged HISTORY<(u64, u32), &'static [u8]>,
     12 queues: Logged QUEUES<(&'static str, &'static str), &'static [u8]>,
@@ -343,8 +445,8 @@ tables! {
     25 alert_events: Logged ALERT_EVENTS<(&'static str, u64), &'static [u8]>,
     26 user_pending: Counted USER_PENDING<(&'static str, &'static str), u64>,
     27 tenant_pending: Counted TENANT_PENDING<&'static str, u64>,
-    28 retention: Logged RETENTION<(u64, u64, u64), ()>,
-    29 held: Logged HELD<(&'static str, u64), ()>,
+    28 retention: Index RETENTION<(u64, u64, u64), ()>,
+    29 held: Index HELD<(&'static str, u64), ()>,
     30 user_holds: Logged USER_HOLDS<(&'static str, &'static str), &'static [u8]>,
     31 limits: Logged LIMITS<&'static str, &'static [u8]>,
     32 audit: Logged AUDIT<u64, &'static [u8]>,
@@ -355,12 +457,22 @@ tables! {
 }
 
 impl Tables<'_> {
-    /// Write the counters' summed changes. Due before the transaction commits (and
-    /// before `take_changes`).
-    pub fn flush_counters(&mut self) -> Result<(), StorageError> {
+    /// Write the counters' summed changes and the indexes' pending removals. Due
+    /// before the transaction commits (and before `take_changes`).
+    pub fn flush(&mut self) -> Result<(), StorageError> {
         self.counts.flush()?;
         self.user_pending.flush()?;
-        self.tenant_pending.flush()
+        self.tenant_pending.flush()?;
+        self.ready.flush()?;
+        self.due.flush()?;
+        self.leases.flush()?;
+        self.stuck_due.flush()?;
+        self.stuck.flush()?;
+        self.by_state.flush()?;
+        self.by_tenant.flush()?;
+        self.by_user.flush()?;
+        self.retention.flush()?;
+        self.held.flush()
     }
 
     /// Take the changes made so far (empty if nothing changed).
@@ -376,5 +488,132 @@ impl Tables<'_> {
     pub fn config_changed(&self) -> bool {
         let touched = self.changes.tables.get();
         [self.tenant_config.id, self.user_config.id, self.limits.id].iter().any(|id| touched & (1 << id) != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use redb::backends::FileBackend;
+    use redb::{Database, ReadableDatabase};
+
+    use super::super::journal::Journal;
+    use super::*;
+
+    type StateKey = (String, u8, u64);
+
+    fn lease_keys(table: &impl ReadableTable<(u64, u64), ()>) -> BTreeSet<(u64, u64)> {
+        table.iter().unwrap().map(|e| e.unwrap().0.value()).collect()
+    }
+
+    fn state_keys(table: &impl ReadableTable<(&'static str, u8, u64), ()>) -> BTreeSet<StateKey> {
+        let owned = |entry: Result<_, StorageError>| {
+            let (key, _): (AccessGuard<'_, (&str, u8, u64)>, AccessGuard<'_, ()>) = entry.unwrap();
+            let (tenant, state, seq) = key.value();
+            (tenant.to_owned(), state, seq)
+        };
+        table.iter().unwrap().map(owned).collect()
+    }
+
+    /// What a database's leases and state index hold.
+    fn contents(db: &Database) -> (BTreeSet<(u64, u64)>, BTreeSet<StateKey>) {
+        let txn = db.begin_read().unwrap();
+        (lease_keys(&txn.open_table(LEASES).unwrap()), state_keys(&txn.open_table(BY_STATE).unwrap()))
+    }
+
+    fn database(dir: &tempfile::TempDir, name: &str) -> Database {
+        let db = Database::create(dir.path().join(name)).unwrap();
+        let txn = db.begin_write().unwrap();
+        Tables::open(&txn).create_all().unwrap();
+        txn.commit().unwrap();
+        db
+    }
+
+    /// Index tables with deferred removals against a model: random inserts, removals
+    /// (of present and absent keys) and reads mid-batch, over many batches; then the
+    /// journal of those batches replayed into a fresh file must give the same tables.
+    /// Tenants `a`, `ab` and `b` make the key order differ from the byte order.
+    #[test]
+    fn indexes_with_deferred_removals_match_a_model_and_their_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(&dir, "live.redb");
+        let journal_file = || {
+            FileBackend::new(
+                std::fs::File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(dir.path().join("journal"))
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let (mut journal, _) = Journal::open(Box::new(journal_file())).unwrap();
+        let mut rng = StdRng::seed_from_u64(7);
+        let (mut leases, mut states) = (BTreeSet::<(u64, u64)>::new(), BTreeSet::<StateKey>::new());
+        let tenants = ["a", "ab", "b"];
+        let lease_key = |rng: &mut StdRng| (rng.random_range(0..40u64) * 10, rng.random_range(0..400u64));
+        let state_key = |rng: &mut StdRng| {
+            (tenants[rng.random_range(0..3)].to_owned(), rng.random_range(0..3u8), rng.random_range(0..300u64))
+        };
+        for batch in 1..=60 {
+            let txn = db.begin_write().unwrap();
+            let mut t = Tables::open(&txn);
+            for _ in 0..rng.random_range(1..300) {
+                match rng.random_range(0..100) {
+                    0..40 => {
+                        let k = lease_key(&mut rng);
+                        t.leases.insert(k, ()).unwrap();
+                        leases.insert(k);
+                        let (tenant, state, seq) = state_key(&mut rng);
+                        t.by_state.insert((tenant.as_str(), state, seq), ()).unwrap();
+                        states.insert((tenant, state, seq));
+                    }
+                    40..80 => {
+                        // Mostly keys present, in runs as a queue's head loses them.
+                        let k = leases.iter().nth(rng.random_range(0..leases.len().max(1))).copied();
+                        let k = k.unwrap_or_else(|| lease_key(&mut rng));
+                        t.leases.remove(k);
+                        leases.remove(&k);
+                        let first = states.iter().next().cloned();
+                        let (tenant, state, seq) = first.unwrap_or_else(|| state_key(&mut rng));
+                        t.by_state.remove((tenant.as_str(), state, seq));
+                        states.remove(&(tenant, state, seq));
+                    }
+                    80..90 => {
+                        let k = lease_key(&mut rng);
+                        t.leases.remove(k);
+                        leases.remove(&k);
+                    }
+                    _ => {
+                        assert_eq!(lease_keys(t.leases.read().unwrap()), leases, "leases mid-batch {batch}");
+                        assert_eq!(state_keys(t.by_state.read().unwrap()), states, "states mid-batch {batch}");
+                    }
+                }
+            }
+            t.flush().unwrap();
+            journal.append(batch, &t.take_changes()).unwrap();
+            drop(t);
+            txn.commit().unwrap();
+            assert_eq!(contents(&db), (leases.clone(), states.clone()), "after batch {batch}");
+        }
+        assert!(leases.len() > 20 && states.len() > 20, "the tables did not fill: {} {}", leases.len(), states.len());
+
+        let replayed = database(&dir, "replayed.redb");
+        let (_, records) = Journal::open(Box::new(journal_file())).unwrap();
+        let txn = replayed.begin_write().unwrap();
+        let mut t = Tables::open(&txn);
+        for batch in records.iter() {
+            for change in batch.changes() {
+                t.apply(&change.unwrap()).unwrap();
+            }
+        }
+        drop(t);
+        txn.commit().unwrap();
+        assert_eq!(contents(&replayed), (leases, states));
     }
 }

@@ -103,7 +103,7 @@ fn arm_stuck(job: &mut Job, config: &QueueConfig, now: DateTime<Utc>) {
 pub fn detect_stuck(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<Change>> {
     let now = ctx.now;
     let t = &mut *ctx.tables;
-    let seqs = seqs_until(&t.stuck_due, now, limit)?;
+    let seqs = seqs_until(t.stuck_due.read()?, now, limit)?;
     let actor = Actor::host("stuck_detector");
     let mut changes = Vec::new();
     for seq in seqs {
@@ -137,6 +137,7 @@ fn recheck_stuck(
 ) -> OpResult<()> {
     let seqs: Vec<u64> = t
         .stuck
+        .read()?
         .range((tenant, 0)..=(tenant, u64::MAX))?
         .map(|e| e.map(|(k, _)| k.value().1))
         .collect::<Result<_, _>>()?;
@@ -181,8 +182,8 @@ pub fn put_job(t: &mut Tables<'_>, old: Option<&IndexKeys<'_>>, new: &Job) -> Op
 /// tombstone (seq 0), so the uuid is never accepted again.
 pub fn delete_job(t: &mut Tables<'_>, job: &Job) -> OpResult<()> {
     remove_indexes(t, &index_keys(job))?;
-    t.by_tenant.remove((job.tenant.as_str(), job.seq))?;
-    t.by_user.remove((job.tenant.as_str(), job.user_id.as_str(), job.seq))?;
+    t.by_tenant.remove((job.tenant.as_str(), job.seq));
+    t.by_user.remove((job.tenant.as_str(), job.user_id.as_str(), job.seq));
     t.jobs.remove(job.seq)?;
     let events: Vec<u32> = t
         .history
@@ -205,31 +206,31 @@ fn retention_key(job: &Job) -> Option<(u64, u64, u64)> {
 fn remove_indexes(t: &mut Tables<'_>, k: &IndexKeys<'_>) -> OpResult<()> {
     let (tenant, queue) = (k.tenant.as_ref(), k.queue.as_ref());
     if let Some((stage, prio, order)) = k.ready {
-        t.ready.remove((tenant, queue, stage, prio, order, k.seq))?;
+        t.ready.remove((tenant, queue, stage, prio, order, k.seq));
     }
     if let Some(due) = k.due {
-        t.due.remove((due, k.seq))?;
+        t.due.remove((due, k.seq));
     }
     if let Some(exp) = k.lease {
-        t.leases.remove((exp, k.seq))?;
+        t.leases.remove((exp, k.seq));
     }
     if let Some(at) = k.stuck_due {
-        t.stuck_due.remove((at, k.seq))?;
+        t.stuck_due.remove((at, k.seq));
     }
     if k.stuck {
-        t.stuck.remove((tenant, k.seq))?;
+        t.stuck.remove((tenant, k.seq));
         t.counts.add((tenant, queue, STUCK_COUNT), -1);
     }
     if let Some(key) = k.retention {
-        t.retention.remove(key)?;
+        t.retention.remove(key);
     }
     if k.held {
-        t.held.remove((tenant, k.seq))?;
+        t.held.remove((tenant, k.seq));
     }
     if k.pending {
         add_pending(t, tenant, &k.user_id, -1);
     }
-    t.by_state.remove((tenant, k.state, k.seq))?;
+    t.by_state.remove((tenant, k.state, k.seq));
     t.counts.add((tenant, queue, k.state), -1);
     Ok(())
 }
@@ -493,6 +494,7 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, mut req: ClaimRequest) -> OpResult<Clai
         Some(judged) => judged.into_iter().map(|pick| (pick.read.job.seq, Some(pick))).collect(),
         None => t
             .ready
+            .read()?
             .range(ready_range(tenant, queue, stage))?
             .take(req.limit as usize)
             .map(|entry| entry.map(|(k, _)| (k.value().5, None)))
@@ -733,7 +735,7 @@ fn seqs_until(index: &redb::Table<'_, (u64, u64), ()>, now: DateTime<Utc>, limit
 pub fn expire_leases(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<Change>> {
     let now = ctx.now;
     let t = &mut *ctx.tables;
-    let seqs = seqs_until(&t.leases, now, limit)?;
+    let seqs = seqs_until(t.leases.read()?, now, limit)?;
     let actor = Actor::host("rescuer");
     let mut changes = Vec::with_capacity(seqs.len());
     for seq in seqs {
@@ -782,7 +784,7 @@ pub fn expire_leases(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<C
 pub fn promote_due(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Promoted> {
     let now = ctx.now;
     let t = &mut *ctx.tables;
-    let seqs = seqs_until(&t.due, now, limit)?;
+    let seqs = seqs_until(t.due.read()?, now, limit)?;
     let actor = Actor::host("scheduler");
     let mut promoted = Promoted { moved: seqs.len(), ..Promoted::default() };
     for seq in seqs {
@@ -864,6 +866,7 @@ pub fn reset_breakers(ctx: &mut WriteCtx<'_, '_>, tenant: &str, queue: &str, act
     }
     let failed: Vec<u64> = t
         .by_state
+        .read()?
         .range((tenant, JobState::Failed.code(), 0)..=(tenant, JobState::Failed.code(), u64::MAX))?
         .map(|e| e.map(|(k, _)| k.value().2))
         .collect::<Result<_, _>>()?;

@@ -391,7 +391,7 @@ fn apply_batch(
         }
         let seq = *ctx.next_seq;
         let finish = || -> Result<Option<(Vec<u8>, bool)>, redb::StorageError> {
-            tables.flush_counters()?;
+            tables.flush()?;
             if seq != seq_before {
                 tables.meta.insert("next_seq", seq)?;
             }
