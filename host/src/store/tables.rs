@@ -158,6 +158,18 @@ impl<'t, K: Key + 'static, V: Value + 'static> Deref for Logged<'t, K, V> {
     }
 }
 
+/// A table wrapper that holds changes back until the batch ends (or a read needs
+/// them): `flush` writes them.
+pub trait HeldBack {
+    fn flush(&mut self) -> Result<(), StorageError>;
+}
+
+impl<K: Key + 'static, V: Value + 'static> HeldBack for Logged<'_, K, V> {
+    fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
 /// A table of counts (the job counters) whose changes in one transaction are summed
 /// in memory and written once, at `Tables::flush`: a batch of 500 claims
 /// writes its queue's counters once each, not 500 times. Reads (`get`) include the
@@ -190,6 +202,12 @@ impl<'t, K: Key + 'static, V: for<'a> Value<SelfType<'a> = u64> + 'static> Count
         }
     }
 
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
+        self.table.apply(key, value)
+    }
+}
+
+impl<K: Key + 'static, V: for<'a> Value<SelfType<'a> = u64> + 'static> HeldBack for Counted<'_, K, V> {
     /// Write the summed changes; a count that reaches 0 is removed.
     fn flush(&mut self) -> Result<(), StorageError> {
         for (key, delta) in std::mem::take(&mut self.deltas) {
@@ -205,10 +223,6 @@ impl<'t, K: Key + 'static, V: for<'a> Value<SelfType<'a> = u64> + 'static> Count
             }
         }
         Ok(())
-    }
-
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
-        self.table.apply(key, value)
     }
 }
 
@@ -255,27 +269,6 @@ impl<'t, K: Key + 'static> Index<'t, K, ()> {
         Ok(&self.table.table)
     }
 
-    /// Apply the pending removals: one sweep per run of removed keys that lie close
-    /// together in the table.
-    fn flush(&mut self) -> Result<(), StorageError> {
-        if self.removed.is_empty() {
-            return Ok(());
-        }
-        let mut keys: Vec<Vec<u8>> = self.removed.drain().collect();
-        keys.sort_by(|a, b| K::compare(a, b));
-        let mut start = 0;
-        while start < keys.len() {
-            let end = start + self.run_length(&keys[start..])?;
-            let run = &keys[start..end];
-            let (first, last) = (K::from_bytes(&run[0]), K::from_bytes(&run[run.len() - 1]));
-            self.table.table.retain_in(first..=last, |k, _| {
-                run.binary_search_by(|r| K::compare(r, K::as_bytes(&k).as_ref())).is_err()
-            })?;
-            start = end;
-        }
-        Ok(())
-    }
-
     /// How many of the sorted `keys` one sweep takes: it stops before a key that
     /// more than `SWEEP_GAP` live entries separate from the one before.
     fn run_length(&self, keys: &[Vec<u8>]) -> Result<usize, StorageError> {
@@ -303,6 +296,29 @@ impl<'t, K: Key + 'static> Index<'t, K, ()> {
 
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
         self.table.apply(key, value)
+    }
+}
+
+impl<K: Key + 'static> HeldBack for Index<'_, K, ()> {
+    /// Apply the pending removals: one sweep per run of removed keys that lie close
+    /// together in the table.
+    fn flush(&mut self) -> Result<(), StorageError> {
+        if self.removed.is_empty() {
+            return Ok(());
+        }
+        let mut keys: Vec<Vec<u8>> = self.removed.drain().collect();
+        keys.sort_by(|a, b| K::compare(a, b));
+        let mut start = 0;
+        while start < keys.len() {
+            let end = start + self.run_length(&keys[start..])?;
+            let run = &keys[start..end];
+            let (first, last) = (K::from_bytes(&run[0]), K::from_bytes(&run[run.len() - 1]));
+            self.table.table.retain_in(first..=last, |k, _| {
+                run.binary_search_by(|r| K::compare(r, K::as_bytes(&k).as_ref())).is_err()
+            })?;
+            start = end;
+        }
+        Ok(())
     }
 }
 
@@ -364,17 +380,10 @@ impl<'t, K: Key + 'static, V: Value + 'static, W: From<Logged<'t, K, V>>> DerefM
     }
 }
 
-impl<'t, K: Key + 'static, V: for<'a> Value<SelfType<'a> = u64> + 'static> Lazy<'t, K, V, Counted<'t, K, V>> {
-    /// Write the summed changes of a counter table, if the batch opened it.
+impl<K: Key + 'static, V: Value + 'static, W: HeldBack> Lazy<'_, K, V, W> {
+    /// Write the changes the table holds back, if the batch opened it.
     fn flush(&mut self) -> Result<(), StorageError> {
-        self.table.get_mut().map_or(Ok(()), Counted::flush)
-    }
-}
-
-impl<'t, K: Key + 'static> Lazy<'t, K, (), Index<'t, K, ()>> {
-    /// Apply the pending removals of an index, if the batch opened it.
-    fn flush(&mut self) -> Result<(), StorageError> {
-        self.table.get_mut().map_or(Ok(()), Index::flush)
+        self.table.get_mut().map_or(Ok(()), W::flush)
     }
 }
 
@@ -401,6 +410,13 @@ macro_rules! tables {
             /// transactions find them all).
             pub fn create_all(&mut self) -> Result<(), redb::TableError> {
                 $(self.$field.create()?;)*
+                Ok(())
+            }
+
+            /// Write the changes the tables hold back (the counters' sums, the
+            /// indexes' removals). Due before the transaction commits.
+            pub fn flush(&mut self) -> Result<(), StorageError> {
+                $(self.$field.flush()?;)*
                 Ok(())
             }
 
@@ -457,24 +473,6 @@ tables! {
 }
 
 impl Tables<'_> {
-    /// Write the counters' summed changes and the indexes' pending removals. Due
-    /// before the transaction commits (and before `take_changes`).
-    pub fn flush(&mut self) -> Result<(), StorageError> {
-        self.counts.flush()?;
-        self.user_pending.flush()?;
-        self.tenant_pending.flush()?;
-        self.ready.flush()?;
-        self.due.flush()?;
-        self.leases.flush()?;
-        self.stuck_due.flush()?;
-        self.stuck.flush()?;
-        self.by_state.flush()?;
-        self.by_tenant.flush()?;
-        self.by_user.flush()?;
-        self.retention.flush()?;
-        self.held.flush()
-    }
-
     /// Take the changes made so far (empty if nothing changed).
     pub fn take_changes(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.changes.bytes.borrow_mut())
