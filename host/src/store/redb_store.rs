@@ -230,17 +230,17 @@ fn prepare(db: &Database) -> anyhow::Result<()> {
 }
 
 /// What the replay at open found.
-struct Replayed {
+pub(super) struct Replayed {
     /// The next job seq.
     next_seq: u64,
     /// The last batch the file now holds.
     journal_seq: u64,
     /// Batches applied.
-    batches: u64,
+    pub(super) batches: u64,
 }
 
 /// Apply the journaled batches the file does not hold yet, in one durable commit.
-fn replay(db: &Database, records: &super::journal::Records) -> anyhow::Result<Replayed> {
+pub(super) fn replay(db: &Database, records: &super::journal::Records) -> anyhow::Result<Replayed> {
     let txn = db.begin_write()?;
     let replayed = {
         let mut tables = Tables::open(&txn);
