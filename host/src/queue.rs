@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
@@ -87,12 +87,59 @@ pub struct ClaimInput {
     pub wait_ms: u64,
     #[serde(default)]
     pub stage: Stage,
+    /// Jobs this worker finished, up to 1,000: each is completed or refused on its
+    /// own (as by `POST /v1/jobs/batch/complete`) beside the claim, so a worker
+    /// pays one round trip per batch of jobs.
+    #[serde(default)]
+    pub complete: Vec<Completion>,
 }
 
-#[derive(Clone, Debug, Serialize, ToSchema)]
+/// A finished job, named with the token of its lease.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Completion {
+    pub job_uuid: Uuid,
+    pub token: u64,
+}
+
+impl Completion {
+    pub fn command(&self) -> (Uuid, Command) {
+        (self.job_uuid, Command::Complete { token: self.token })
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct ClaimOutcome {
     pub jobs: Vec<Job>,
     pub paused: bool,
+    /// The outcome of each of the claim's completions, in order.
+    pub completed: Vec<Result<Job>>,
+}
+
+/// A claim's writer request, once its input is checked.
+fn claim_request(tenant: &str, queue: &str, input: &ClaimInput, actor: &Actor) -> Result<ClaimRequest> {
+    check_queue_name(queue)?;
+    check_len("worker", &input.worker, 128)?;
+    if !(1..=MAX_BATCH as u32).contains(&input.limit) {
+        return Err(Error::validation(format!("limit: 1 to {MAX_BATCH}")));
+    }
+    let lease_ms = input.lease_ms.unwrap_or(DEFAULT_LEASE_MS);
+    if !LEASE_MS.contains(&lease_ms) {
+        return Err(Error::validation("lease_ms: 1000 to 3600000"));
+    }
+    if input.wait_ms > MAX_WAIT_MS {
+        return Err(Error::validation(format!("wait_ms: at most {MAX_WAIT_MS}")));
+    }
+    Ok(ClaimRequest {
+        tenant: tenant.to_owned(),
+        queue: queue.to_owned(),
+        stage: input.stage,
+        worker: input.worker.clone(),
+        limit: input.limit,
+        lease_ms,
+        actor: actor.clone(),
+        judged: None,
+    })
 }
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
@@ -339,30 +386,27 @@ impl QueueService {
         Ok(results)
     }
 
+    /// Lease up to `input.limit` jobs of the queue, after completing `input.complete`.
+    /// The completions and the claim go to the writer side by side, so under load
+    /// they share a commit. Nothing happens when any part of the input is invalid.
     pub async fn claim(&self, tenant: &str, queue: &str, input: ClaimInput, actor: &Actor) -> Result<ClaimOutcome> {
-        check_queue_name(queue)?;
-        check_len("worker", &input.worker, 128)?;
-        if !(1..=MAX_BATCH as u32).contains(&input.limit) {
-            return Err(Error::validation(format!("limit: 1 to {MAX_BATCH}")));
+        let request = claim_request(tenant, queue, &input, actor)?;
+        if input.complete.len() > MAX_BATCH {
+            return Err(Error::validation(format!("complete: at most {MAX_BATCH} jobs")));
         }
-        let lease_ms = input.lease_ms.unwrap_or(DEFAULT_LEASE_MS);
-        if !LEASE_MS.contains(&lease_ms) {
-            return Err(Error::validation("lease_ms: 1000 to 3600000"));
-        }
-        if input.wait_ms > MAX_WAIT_MS {
-            return Err(Error::validation(format!("wait_ms: at most {MAX_WAIT_MS}")));
-        }
-        let request = ClaimRequest {
-            tenant: tenant.to_owned(),
-            queue: queue.to_owned(),
-            stage: input.stage,
-            worker: input.worker,
-            limit: input.limit,
-            lease_ms,
-            actor: actor.clone(),
-            judged: None,
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(input.wait_ms);
+        let completions = input.complete.iter().map(Completion::command).collect::<Vec<_>>();
+        let (completed, claimed) = tokio::join!(
+            async { if completions.is_empty() { Vec::new() } else { self.act_many(tenant, completions, actor).await } },
+            self.lease(request, input.wait_ms, actor),
+        );
+        let (jobs, paused) = claimed?;
+        Ok(ClaimOutcome { jobs, paused, completed })
+    }
+
+    /// Lease the request's jobs, waiting up to `wait_ms` for one: (jobs, paused).
+    async fn lease(&self, request: ClaimRequest, wait_ms: u64, actor: &Actor) -> Result<(Vec<Job>, bool)> {
+        let (tenant, queue, stage) = (request.tenant.as_str(), request.queue.as_str(), request.stage);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let waiter = self.waiter(tenant, queue);
         loop {
             // Register for a wake-up before looking, so an insert in between is not missed.
@@ -370,12 +414,12 @@ impl QueueService {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let started = std::time::Instant::now();
-            let claimed = match self.plugins.bound(tenant, queue, PluginKind::Validator, input.stage) {
+            let claimed = match self.plugins.bound(tenant, queue, PluginKind::Validator, stage) {
                 Some(binding) => self.claim_judged(&binding, &request).await?,
                 None => self.store.claim(request.clone()).await?,
             };
             if claimed.paused {
-                return Ok(ClaimOutcome { jobs: Vec::new(), paused: true });
+                return Ok((Vec::new(), true));
             }
             for job in &claimed.jobs {
                 self.log(job, "claim", Some(JobState::Pending), actor);
@@ -385,7 +429,7 @@ impl QueueService {
             }
             crate::metrics::latency("claim", started.elapsed());
             if !claimed.jobs.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(ClaimOutcome { jobs: claimed.jobs, paused: false });
+                return Ok((claimed.jobs, false));
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
         }

@@ -16,7 +16,7 @@ use super::problem::{ApiError, ApiResult, Problem};
 use crate::auth::Permission;
 use crate::error::Error;
 use crate::model::{HistoryEvent, Job, JobState};
-use crate::queue::{DEFAULT_LEASE_MS, JobInput, MAX_BATCH};
+use crate::queue::{Completion, DEFAULT_LEASE_MS, JobInput, MAX_BATCH};
 use crate::store::{Command, Failure, JobFilter};
 
 fn traceparent(headers: &HeaderMap) -> Option<&str> {
@@ -65,7 +65,7 @@ pub struct BatchOutcome {
 
 impl BatchOutcome {
     /// One item per result, in order: status `ok` with the job, or the problem.
-    fn from_results(results: impl IntoIterator<Item = Result<Job, Error>>, ok: u16) -> BatchOutcome {
+    pub(super) fn from_results(results: impl IntoIterator<Item = Result<Job, Error>>, ok: u16) -> BatchOutcome {
         let results: Vec<BatchItem> = results
             .into_iter()
             .enumerate()
@@ -257,16 +257,9 @@ pub async fn complete(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CompletionInput {
-    pub job_uuid: Uuid,
-    pub token: u64,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CompleteBatchInput {
     /// Up to 1,000 jobs, each completed (or refused) on its own.
-    pub jobs: Vec<CompletionInput>,
+    pub jobs: Vec<Completion>,
 }
 
 /// Finish up to 1,000 jobs in one request, each with its current lease token; each
@@ -283,7 +276,7 @@ pub async fn complete_batch(
     if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
         return Err(Error::validation(format!("jobs: 1 to {MAX_BATCH} per batch")).into());
     }
-    let completions = batch.jobs.into_iter().map(|c| (c.job_uuid, Command::Complete { token: c.token })).collect();
+    let completions = batch.jobs.iter().map(Completion::command).collect();
     let results = app.queue.act_many(&scope.tenant, completions, &scope.actor).await;
     Ok(axum::Json(BatchOutcome::from_results(results, 200)))
 }

@@ -7,10 +7,11 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::Caller;
 use super::extract::{Json, Path};
+use super::jobs::BatchOutcome;
 use super::problem::{ApiResult, Problem};
 use crate::auth::Permission;
-use crate::model::{Breaker, JobState, QueueConfig};
-use crate::queue::{ClaimInput, ClaimOutcome};
+use crate::model::{Breaker, Job, JobState, QueueConfig};
+use crate::queue::ClaimInput;
 use crate::store::{PauseScope, QueueView};
 
 #[derive(Serialize, ToSchema)]
@@ -112,17 +113,30 @@ pub async fn put(
     Ok(axum::Json(QueueInfo::from_view(view, crate::model::now_ms())))
 }
 
-/// Lease up to `limit` jobs, in priority, then ready time, then insertion order.
+#[derive(Serialize, ToSchema)]
+pub struct ClaimAnswer {
+    pub jobs: Vec<Job>,
+    pub paused: bool,
+    /// The outcome of each of `complete`, in order; absent when none were sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed: Option<BatchOutcome>,
+}
+
+/// Lease up to `limit` jobs, in priority, then ready time, then insertion order,
+/// after completing the jobs in `complete`, if any.
 #[utoipa::path(post, path = "/v1/queues/{queue}/claim", tag = "work", request_body = ClaimInput,
-    responses((status = 200, body = ClaimOutcome), (status = 422, body = Problem)))]
+    responses((status = 200, body = ClaimAnswer), (status = 422, body = Problem)))]
 pub async fn claim(
     State(app): State<AppState>,
     caller: Caller,
     Path(queue): Path<String>,
     Json(input): Json<ClaimInput>,
-) -> ApiResult<axum::Json<ClaimOutcome>> {
+) -> ApiResult<axum::Json<ClaimAnswer>> {
     let scope = caller.tenant(Permission::WorkJobs, "claim jobs")?;
-    Ok(axum::Json(app.queue.claim(&scope.tenant, &queue, input, &scope.actor).await?))
+    let sent_completions = !input.complete.is_empty();
+    let outcome = app.queue.claim(&scope.tenant, &queue, input, &scope.actor).await?;
+    let completed = sent_completions.then(|| BatchOutcome::from_results(outcome.completed, 200));
+    Ok(axum::Json(ClaimAnswer { jobs: outcome.jobs, paused: outcome.paused, completed }))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::pin::Pin;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -225,6 +225,7 @@ async fn batch_inserts(api: &Api, queue: &str, n: usize) -> f64 {
 #[derive(serde::Deserialize)]
 struct ClaimAnswer {
     jobs: Vec<ClaimedJob>,
+    completed: Option<BatchAnswer>,
 }
 
 #[derive(serde::Deserialize)]
@@ -250,37 +251,54 @@ struct BatchAnswer {
 }
 
 /// Claim and complete `n` jobs with `in_flight` jobs in flight: workers that each
-/// claim up to 10 jobs at a time and complete them in one batch request; jobs/s and
-/// claim latencies. Answers are read into the few fields a worker needs, so the
-/// load generator leaves the machine's CPU to the server.
+/// claim up to 10 jobs at a time and complete them with their next claim (one
+/// request, as the peer's worker fetches its next job with each completion); jobs/s
+/// and the latencies of those requests. Answers are read into the few fields a
+/// worker needs, so the load generator leaves the machine's CPU to the server.
 async fn drain(api: &Api, queue: &str, n: usize, in_flight: usize) -> (f64, Latencies) {
     const PER_CLAIM: usize = 10;
-    let done = Arc::new(AtomicUsize::new(0));
+    let (claimed, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // The clock stops at the n-th acknowledged completion, as the peer's does.
+    let finished = Arc::new(OnceLock::new());
     let started = Instant::now();
     let tasks: Vec<_> = (0..in_flight.div_ceil(PER_CLAIM))
         .map(|w| {
-            let (api, done, queue) = (api.clone(), done.clone(), queue.to_owned());
+            let (api, queue) = (api.clone(), queue.to_owned());
+            let (claimed, done, finished) = (claimed.clone(), done.clone(), finished.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::new();
-                let claim = json!({ "worker": format!("w{w}"), "limit": PER_CLAIM, "wait_ms": 200 });
-                let claim = Bytes::from(serde_json::to_vec(&claim).expect("claim"));
                 let path = format!("/v1/queues/{queue}/claim");
                 let mut conn = api.connect().await;
-                while done.load(Ordering::Relaxed) < n {
-                    let t = Instant::now();
-                    let (status, body) = conn.post(&path, claim.clone()).await;
-                    assert_eq!(status, 200, "claim: {}", String::from_utf8_lossy(&body));
-                    let claimed: ClaimAnswer = serde_json::from_slice(&body).expect("claim answer");
-                    if claimed.jobs.is_empty() {
-                        continue;
+                let mut held: Vec<Completion> = Vec::new();
+                let count_done = |k: usize| {
+                    if done.fetch_add(k, Ordering::Relaxed) + k >= n {
+                        finished.get_or_init(Instant::now);
                     }
-                    lat.push(t.elapsed());
-                    let jobs: Vec<Completion> = claimed
-                        .jobs
-                        .iter()
-                        .map(|j| Completion { job_uuid: j.job_uuid, token: j.lease.token })
-                        .collect();
-                    let body = serde_json::to_vec(&json!({ "jobs": jobs })).expect("completions");
+                };
+                while claimed.load(Ordering::Relaxed) < n {
+                    // Waiting for a job is for a worker with nothing to hand in.
+                    let wait_ms = if held.is_empty() { 200 } else { 0 };
+                    let claim =
+                        json!({ "worker": format!("w{w}"), "limit": PER_CLAIM, "wait_ms": wait_ms, "complete": held });
+                    let t = Instant::now();
+                    let (status, body) = conn.post(&path, serde_json::to_vec(&claim).expect("claim").into()).await;
+                    assert_eq!(status, 200, "claim: {}", String::from_utf8_lossy(&body));
+                    let answer: ClaimAnswer = serde_json::from_slice(&body).expect("claim answer");
+                    if !held.is_empty() {
+                        let refused = answer.completed.map(|c| c.refused);
+                        assert_eq!(refused, Some(0), "complete: {}", String::from_utf8_lossy(&body));
+                        count_done(held.len());
+                    }
+                    held =
+                        answer.jobs.iter().map(|j| Completion { job_uuid: j.job_uuid, token: j.lease.token }).collect();
+                    if !held.is_empty() {
+                        lat.push(t.elapsed());
+                        claimed.fetch_add(held.len(), Ordering::Relaxed);
+                    }
+                }
+                // Every job is claimed: hand in the last ones alone.
+                if !held.is_empty() {
+                    let body = serde_json::to_vec(&json!({ "jobs": held })).expect("completions");
                     let (status, answer) = conn.post("/v1/jobs/batch/complete", body.into()).await;
                     let refused = serde_json::from_slice::<BatchAnswer>(&answer).ok().map(|a| a.refused);
                     assert!(
@@ -288,7 +306,7 @@ async fn drain(api: &Api, queue: &str, n: usize, in_flight: usize) -> (f64, Late
                         "complete: {status} {}",
                         String::from_utf8_lossy(&answer)
                     );
-                    done.fetch_add(jobs.len(), Ordering::Relaxed);
+                    count_done(held.len());
                 }
                 lat
             })
@@ -298,7 +316,8 @@ async fn drain(api: &Api, queue: &str, n: usize, in_flight: usize) -> (f64, Late
     for t in tasks {
         all.0.extend(t.await.expect("worker"));
     }
-    (n as f64 / started.elapsed().as_secs_f64(), all)
+    let elapsed = finished.get().expect("n jobs completed").duration_since(started);
+    (n as f64 / elapsed.as_secs_f64(), all)
 }
 
 /// 50 producers and 50 workers at once on one queue, `n` jobs; jobs/s and the

@@ -359,6 +359,60 @@ fn eight_workers_ten_thousand_jobs_one_winner_per_job() {
     assert!(lost_total > 0 && rescued_jobs > 0, "the lease-lost path ran");
 }
 
+/// A claim that hands in finished jobs: each completion is applied or refused on
+/// its own and the claim leases more, in one request; an invalid claim applies
+/// none of its completions.
+#[test]
+fn a_claim_hands_in_finished_jobs_and_claims_more_in_one_request() {
+    let server = Server::start();
+    let t = server.tenant("acme");
+    let inserted: Vec<Value> = (0..6).map(|_| t.producer.insert("q", json!({}))["job_uuid"].clone()).collect();
+    let first = t.worker.claim("q", 3, 60_000);
+    assert_eq!(first.len(), 3);
+    let item = |job: &Value, token: u64| json!({ "job_uuid": job["job_uuid"], "token": token });
+    let token = |job: &Value| job["lease"]["token"].as_u64().unwrap();
+    let state = |job: &Value| t.worker.job(job["job_uuid"].as_str().unwrap())["state"].clone();
+    let claim = |limit: u32, complete: Value| {
+        let body = json!({ "worker": "w", "limit": limit, "lease_ms": 60_000, "complete": complete });
+        t.worker.post("/v1/queues/q/claim", body)
+    };
+
+    // Refused before anything happens: the claim's own input, too many completions,
+    // a malformed completion.
+    let (status, body) = claim(0, json!([item(&first[0], token(&first[0]))]));
+    assert_eq!((status, code(&body)), (422, "VALIDATION"), "limit 0: {body}");
+    let too_many: Vec<Value> = (0..1001).map(|_| item(&first[0], token(&first[0]))).collect();
+    let (status, body) = claim(3, json!(too_many));
+    assert_eq!((status, code(&body)), (422, "VALIDATION"), "1,001 completions: {body}");
+    let (status, body) = claim(3, json!([{ "job_uuid": first[0]["job_uuid"], "token": token(&first[0]), "x": 1 }]));
+    assert_eq!((status, code(&body)), (422, "VALIDATION"), "an unknown field: {body}");
+    assert!(first.iter().all(|job| state(job) == "processing"), "nothing was completed");
+    assert_eq!(t.producer.get("/v1/queues/q").1["counts"]["pending"], 3, "nothing was claimed");
+
+    let (status, out) = claim(3, json!([item(&first[0], token(&first[0])), item(&first[1], token(&first[1]) + 1)]));
+    assert_eq!(status, 200, "{out}");
+    let completed = &out["completed"];
+    assert_eq!(batch_outcome(completed), [(200, ""), (409, "LEASE_LOST")]);
+    assert_eq!(completed["results"][0]["job"]["state"], "completed");
+    assert_eq!((state(&first[0]), state(&first[1])), (json!("completed"), json!("processing")));
+    let second: Vec<Value> = out["jobs"].as_array().unwrap().clone();
+    let mut leased: Vec<&Value> = first.iter().chain(&second).map(|job| &job["job_uuid"]).collect();
+    leased.sort_by_key(|u| u.as_str().unwrap().to_owned());
+    let mut all: Vec<&Value> = inserted.iter().collect();
+    all.sort_by_key(|u| u.as_str().unwrap().to_owned());
+    assert_eq!(leased, all, "the claim leased the other three");
+
+    // Handing in with an empty queue answers at once, and a claim without
+    // completions carries no `completed`.
+    let (status, out) = claim(3, json!(second.iter().map(|j| item(j, token(j))).collect::<Vec<_>>()));
+    assert_eq!(status, 200, "{out}");
+    assert_eq!((out["completed"]["accepted"].as_u64(), out["jobs"].as_array().map(Vec::len)), (Some(3), Some(0)));
+    assert!(second.iter().all(|job| state(job) == "completed"));
+    let (status, out) = claim(1, json!([]));
+    assert_eq!(status, 200, "{out}");
+    assert!(out.get("completed").is_none(), "{out}");
+}
+
 /// A batch of completes: each item is judged on its own (a stale token, another
 /// tenant's job and an unknown job are refused alone), and two workers racing to
 /// complete the same 200 jobs in batches complete each job exactly once.
