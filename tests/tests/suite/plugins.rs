@@ -196,6 +196,19 @@ fn a_judged_batch_complete_decides_each_item_on_its_own() {
     let veto = vetoed.iter().find(|e| e["action"] == "complete_refused").expect("the veto is in the history");
     assert_eq!(veto["detail"]["plugin"]["code"], "MISSING_FIELD");
     assert!(history(&t, &stale).iter().all(|e| e["action"] != "complete_refused"), "a stale lease is not judged");
+
+    // Handed in with a claim, a job is judged the same way, beside the claim's own judging.
+    let next = uuid_of(&t.producer.insert("billing", json!({ "payload": { "invoice_id": 3 } })));
+    let claim = json!({ "worker": "w", "complete": [{ "job_uuid": bad, "token": bad_token }] });
+    let (status, out) = t.worker.post("/v1/queues/billing/claim", claim);
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(batch_outcome(&out["completed"]), [(409, "PLUGIN_REJECTED")]);
+    assert_eq!(out["jobs"].as_array().map(|jobs| jobs.iter().map(uuid_of).collect()), Some(vec![next.clone()]));
+    assert_eq!(t.producer.job(&bad)["state"], "processing", "the vetoed completion changed nothing");
+    let vetoes = history(&t, &bad).iter().filter(|e| e["action"] == "complete_refused").count();
+    assert_eq!(vetoes, 2, "both vetoes are in the history");
+    let claim = history(&t, &next).into_iter().find(|e| e["action"] == "claim").expect("the claim is in the history");
+    assert_eq!(claim["detail"]["plugin"]["outcome"], "allowed");
 }
 
 /// A claim under a validator is judged before it leases: concurrent claimers judge
