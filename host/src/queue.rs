@@ -386,9 +386,10 @@ impl QueueService {
         Ok(results)
     }
 
-    /// Lease up to `input.limit` jobs of the queue, after completing `input.complete`.
-    /// The completions and the claim go to the writer side by side, so under load
-    /// they share a commit. Nothing happens when any part of the input is invalid.
+    /// Lease up to `input.limit` jobs of the queue and complete `input.complete`, side
+    /// by side (the jobs being completed are not ready, so neither affects the other):
+    /// under load both writer requests share a commit. Nothing happens when any part
+    /// of the input is invalid.
     pub async fn claim(&self, tenant: &str, queue: &str, input: ClaimInput, actor: &Actor) -> Result<ClaimOutcome> {
         let request = claim_request(tenant, queue, &input, actor)?;
         if input.complete.len() > MAX_BATCH {

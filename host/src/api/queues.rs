@@ -123,7 +123,7 @@ pub struct ClaimAnswer {
 }
 
 /// Lease up to `limit` jobs, in priority, then ready time, then insertion order,
-/// after completing the jobs in `complete`, if any.
+/// and complete the jobs in `complete`, if any, in the same round trip.
 #[utoipa::path(post, path = "/v1/queues/{queue}/claim", tag = "work", request_body = ClaimInput,
     responses((status = 200, body = ClaimAnswer), (status = 422, body = Problem)))]
 pub async fn claim(
