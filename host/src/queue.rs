@@ -89,7 +89,9 @@ pub struct ClaimInput {
     pub stage: Stage,
     /// Jobs this worker finished, up to 1,000: each is completed or refused on its
     /// own (as by `POST /v1/jobs/batch/complete`) beside the claim, so a worker
-    /// pays one round trip per batch of jobs.
+    /// pays one round trip per batch of jobs. They are applied at once; the answer
+    /// still comes when the claim has jobs or its `wait_ms` ends, so a worker
+    /// handing in jobs usually sends `wait_ms` 0.
     #[serde(default)]
     pub complete: Vec<Completion>,
 }
