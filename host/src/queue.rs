@@ -110,7 +110,7 @@ impl Completion {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ClaimOutcome {
     pub jobs: Vec<Job>,
     pub paused: bool,
@@ -118,7 +118,7 @@ pub struct ClaimOutcome {
     pub completed: Vec<Result<Job>>,
 }
 
-/// A claim's writer request, once its input is checked.
+/// A claim's writer request, once its whole input (its completions too) is checked.
 fn claim_request(tenant: &str, queue: &str, input: &ClaimInput, actor: &Actor) -> Result<ClaimRequest> {
     check_queue_name(queue)?;
     check_len("worker", &input.worker, 128)?;
@@ -131,6 +131,9 @@ fn claim_request(tenant: &str, queue: &str, input: &ClaimInput, actor: &Actor) -
     }
     if input.wait_ms > MAX_WAIT_MS {
         return Err(Error::validation(format!("wait_ms: at most {MAX_WAIT_MS}")));
+    }
+    if input.complete.len() > MAX_BATCH {
+        return Err(Error::validation(format!("complete: at most {MAX_BATCH} jobs")));
     }
     Ok(ClaimRequest {
         tenant: tenant.to_owned(),
@@ -394,9 +397,6 @@ impl QueueService {
     /// of the input is invalid.
     pub async fn claim(&self, tenant: &str, queue: &str, input: ClaimInput, actor: &Actor) -> Result<ClaimOutcome> {
         let request = claim_request(tenant, queue, &input, actor)?;
-        if input.complete.len() > MAX_BATCH {
-            return Err(Error::validation(format!("complete: at most {MAX_BATCH} jobs")));
-        }
         let completions = input.complete.iter().map(Completion::command).collect::<Vec<_>>();
         let (completed, claimed) = tokio::join!(
             async { if completions.is_empty() { Vec::new() } else { self.act_many(tenant, completions, actor).await } },

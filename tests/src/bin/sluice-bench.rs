@@ -245,6 +245,15 @@ struct Completion {
     token: u64,
 }
 
+/// A worker's claim, handing in the jobs it finished.
+#[derive(serde::Serialize)]
+struct Claim<'a> {
+    worker: &'a str,
+    limit: usize,
+    wait_ms: u64,
+    complete: &'a [Completion],
+}
+
 #[derive(serde::Deserialize)]
 struct BatchAnswer {
     refused: usize,
@@ -269,6 +278,7 @@ async fn drain(api: &Api, queue: &str, n: usize, in_flight: usize) -> (f64, Late
                 let mut lat = Vec::new();
                 let path = format!("/v1/queues/{queue}/claim");
                 let mut conn = api.connect().await;
+                let worker = format!("w{w}");
                 let mut held: Vec<Completion> = Vec::new();
                 let count_done = |k: usize| {
                     if done.fetch_add(k, Ordering::Relaxed) + k >= n {
@@ -278,8 +288,7 @@ async fn drain(api: &Api, queue: &str, n: usize, in_flight: usize) -> (f64, Late
                 while claimed.load(Ordering::Relaxed) < n {
                     // Waiting for a job is for a worker with nothing to hand in.
                     let wait_ms = if held.is_empty() { 200 } else { 0 };
-                    let claim =
-                        json!({ "worker": format!("w{w}"), "limit": PER_CLAIM, "wait_ms": wait_ms, "complete": held });
+                    let claim = Claim { worker: &worker, limit: PER_CLAIM, wait_ms, complete: &held };
                     let t = Instant::now();
                     let (status, body) = conn.post(&path, serde_json::to_vec(&claim).expect("claim").into()).await;
                     assert_eq!(status, 200, "claim: {}", String::from_utf8_lossy(&body));
