@@ -581,7 +581,9 @@ fn scaling_run(rt: &tokio::runtime::Runtime, stored: usize, n: usize) -> Figures
     }
     let commits = || t.server.admin().get("/health").1["writer"]["commits"].as_f64().unwrap_or(0.0);
     let commits_before = commits();
+    let meter = CpuMeter::start(t.server.pid());
     let (rate, _) = rt.block_on(single_inserts(&t.producer, "backlog", 5 * n, CLIENTS));
+    record_cpu(&mut f, meter, 5 * n, "single inserts");
     f.insert("single inserts/s", rate);
     f.insert("single inserts per commit", (5 * n) as f64 / (commits() - commits_before).max(1.0));
     rt.block_on(async {
