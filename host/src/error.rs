@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-/// Stable error codes (DESIGN.md, HTTP API conventions). Clients match on these.
+/// Stable error codes (the README's "The API"). Clients match on these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Code {

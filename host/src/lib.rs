@@ -23,6 +23,7 @@ pub mod quota;
 pub mod reservations;
 pub mod restore;
 pub mod server;
+pub mod signal;
 pub mod store;
 pub mod tags;
 pub mod timestamp;

@@ -47,11 +47,6 @@ impl Action {
             Action::Reschedule => "reschedule",
         }
     }
-
-    /// Actions that must present the current lease token.
-    pub fn needs_lease(self) -> bool {
-        matches!(self, Action::Heartbeat | Action::Complete | Action::Fail { .. } | Action::Release)
-    }
 }
 
 /// Facts about the job beyond its state that the table depends on.
@@ -103,7 +98,7 @@ fn to(state: JobState) -> Result<Move, Refusal> {
     Ok(Move { to: state, parked: false })
 }
 
-/// The transition table of DESIGN.md.
+/// The transition table (the README's "Jobs and their states").
 pub fn decide(action: Action, from: JobState, facts: Facts) -> Result<Move, Refusal> {
     match (action, from) {
         (Action::Claim, Pending) => to(Processing),

@@ -10,7 +10,7 @@ use uuid::Uuid;
 /// Version of the serialized [`Job`] record; bumped when its layout changes.
 pub const JOB_FORMAT_VERSION: u32 = 1;
 
-/// The five states of DESIGN.md. `parked` and `stuck` are flags on the job, not states.
+/// The five states (the README's "Jobs and their states"). `parked` and `stuck` are flags on the job, not states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -171,7 +171,7 @@ impl Job {
 }
 
 impl Job {
-    /// When this job becomes stuck if nothing happens (DESIGN.md): pending past
+    /// When this job becomes stuck if nothing happens: pending past
     /// the pending timeout from max(run_at, when it became pending); processing
     /// past the processing timeout since it was claimed or last saved progress;
     /// failed and parked past the parked timeout. `None`: it cannot get stuck.

@@ -1,6 +1,7 @@
-//! Quota enforcement at the edge of the queue service: payload size, retention and
-//! insert rate are checked here, before any plugin runs; the counts that must be
-//! exact (pending jobs, queues) go to the writer as [`InsertCaps`].
+//! Quota enforcement at the edge of the queue service: payload size and insert
+//! rate are checked here before any plugin runs, retention once the taggers have
+//! had their say (a plugin may shorten it); the counts that must be exact
+//! (pending jobs, queues) go to the writer as [`InsertCaps`].
 //!
 //! Insert rates are token buckets kept in memory per tenant and per user. A
 //! restart refills them, which only ever allows a burst; the limits themselves are

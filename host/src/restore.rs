@@ -1,4 +1,4 @@
-//! Restoring a checkpoint within a scope (DESIGN.md): the scope must be paused;
+//! Restoring a checkpoint within a scope: the scope must be paused;
 //! a dry run reports what would change; with confirmation the restore runs in
 //! one transaction and is logged with its report. Inserts into the scope answer
 //! 503 `RESTORE_IN_PROGRESS` meanwhile.

@@ -39,6 +39,8 @@ pub struct ServeConfig {
     /// A JSON file of the limits every tenant gets unless an admin sets its own
     /// (`{"max_pending": 100000, "insert_rate": {"per_second": 1000, "burst": 2000}, ...}`).
     pub limits: Option<PathBuf>,
+    /// Requests served at once; one more is answered 503 `OVERLOADED`.
+    pub max_in_flight: usize,
 }
 
 /// The host's default tenant limits, from the `--limits` file (none: unlimited).
@@ -131,12 +133,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let storage_failed = storage_failed.clone();
         async move {
             tokio::select! {
-                _ = shutdown_signal() => {}
+                _ = crate::signal::stop_requested() => {}
                 _ = storage_failed.cancelled() => {}
             }
         }
     };
-    crate::http::serve(listener, api::router(app), shutdown).await?;
+    let in_flight = api::overload::InFlight::new(config.max_in_flight);
+    crate::http::serve(listener, api::router(app, in_flight), shutdown).await?;
     stop.cancel();
     for handle in loops {
         let _ = handle.await;
@@ -177,19 +180,4 @@ async fn watch_storage(store: Arc<dyn Store>, failed: CancellationToken) {
             return;
         }
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -31,11 +31,11 @@ pub struct QueueStats {
     pub pending: u64,
     /// Jobs claimed by a worker.
     pub processing: u64,
-    /// Jobs failed with no attempt left.
+    /// Jobs failed with attempts left, waiting out their backoff (or parked).
     pub failed: u64,
     /// Jobs parked.
     pub parked: u64,
-    /// Jobs stuck (claimed past their deadline).
+    /// Jobs flagged stuck: pending, processing without progress, or parked past the queue's timeout.
     pub stuck: u64,
     /// Age of the oldest ready job, in ms (0 when none).
     pub oldest_pending_ms: u64,

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::validator::bindings::sluice::plugin::types as wit;
 
-/// A job's state (DESIGN.md, States and transitions).
+/// A job's state (the README's "Jobs and their states").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     /// Waiting to be claimed.
@@ -16,9 +16,9 @@ pub enum State {
     Processing,
     /// Done.
     Completed,
-    /// Failed with no attempt left.
+    /// Failed with attempts left: pending again after its backoff.
     Failed,
-    /// Given up on (cancelled).
+    /// Given up on: failed with no attempt left or not retryable, or cancelled.
     Abandoned,
 }
 

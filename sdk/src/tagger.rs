@@ -32,7 +32,7 @@ use bindings::exports::sluice::plugin::tagger::{Guest, TagEntry};
 pub trait Tagger {
     /// Tags to merge into the job's, as `(key, value)` pairs; the SDK sends
     /// each value as JSON text. Compliance keys are merged by their rule
-    /// (the stricter value wins, DESIGN.md). `Err` refuses the insert.
+    /// (the stricter value wins: the README's "Tags"). `Err` refuses the insert.
     fn tag(job: &Job) -> Result<Vec<(String, Value)>, String>;
 }
 

@@ -84,6 +84,10 @@ fn depth_alert_fires_over_the_threshold() {
 
 #[test]
 fn a_plugin_of_another_kind_is_refused_at_load() {
-    let refused = std::panic::catch_unwind(|| Harness::load(plugin("pii_tagger"), PluginKind::Validator));
-    assert!(refused.is_err(), "a tagger does not export the validator interface");
+    let Err(refused) = std::panic::catch_unwind(|| Harness::load(plugin("pii_tagger"), PluginKind::Validator)) else {
+        panic!("a tagger does not export the validator interface, yet it loaded as a validator");
+    };
+    // Refused by the upload checks for the reason, not by any other failure on the way.
+    let message = refused.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("the upload checks refused it") && message.contains("missing export"), "{message}");
 }

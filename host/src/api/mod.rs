@@ -16,6 +16,7 @@ mod holds;
 mod jobs;
 mod limits;
 mod metrics;
+pub mod overload;
 mod plugins;
 pub mod problem;
 mod queues;
@@ -138,8 +139,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 /// The whole service: routes, `/openapi.json`, problem+json for unknown routes,
-/// wrong methods and panics.
-pub fn router(app: AppState) -> Router {
+/// wrong methods and panics, and load shedding in front of it all.
+pub fn router(app: AppState, in_flight: overload::InFlight) -> Router {
     let (routes, doc) = routes();
     let doc = Arc::new(doc);
     routes
@@ -151,6 +152,7 @@ pub fn router(app: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::from(Error::new(Code::Internal, "internal error")).into_response()
         }))
+        .layer(axum::middleware::from_fn_with_state(in_flight, overload::shed))
         .with_state(app)
 }
 

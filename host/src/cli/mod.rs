@@ -151,6 +151,11 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
+    /// Requests served at once (long-polling claims count while they wait); one
+    /// more is answered at once with 503 OVERLOADED and Retry-After.
+    #[arg(long, env = "SLUICE_MAX_IN_FLIGHT", default_value_t = crate::api::overload::DEFAULT_MAX_IN_FLIGHT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_in_flight: usize,
     /// Threads serving requests and plugin calls. The default is one per core
     /// less one, at least one: the writer thread keeps a core busy under load, and
     /// a request thread more than the cores left only adds switches between them.
@@ -308,6 +313,7 @@ fn run_server(args: ServeArgs) -> ExitCode {
         webhook_allow: args.webhook_allow,
         alert_rules: args.alert_rules,
         limits: args.limits,
+        max_in_flight: args.max_in_flight,
     };
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -136,28 +136,14 @@ pub async fn run(client: Client, args: WorkArgs) -> Result<(), CliError> {
 
 /// First signal: stop claiming. After the grace period (or a second signal): abort.
 async fn stop_on_signal(stop: CancellationToken, abort: CancellationToken, grace: Duration) {
-    wait_signal().await;
+    crate::signal::stop_requested().await;
     eprintln!("sluice work: stopping; running jobs get {} ms to finish", grace.as_millis());
     stop.cancel();
     tokio::select! {
         _ = tokio::time::sleep(grace) => {}
-        _ = wait_signal() => {}
+        _ = crate::signal::stop_requested() => {}
     }
     abort.cancel();
-}
-
-async fn wait_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// How one run of the command ended.

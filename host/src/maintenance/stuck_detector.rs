@@ -1,5 +1,5 @@
 //! The stuck detector: flags jobs that stayed pending, processing without
-//! progress, or parked past their queue's timeout (DESIGN.md). A job loses the
+//! progress, or parked past their queue's timeout. A job loses the
 //! flag as soon as it moves again, or when its queue's timeouts change so that
 //! it no longer is stuck.
 

@@ -42,21 +42,16 @@ struct Options {
 
 fn options() -> Options {
     let mut o = Options { runs: 3, n: 20_000, peer: true, scale: Vec::new() };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = || args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_default();
+        match arg.as_str() {
             "--runs" => o.runs = value().parse().expect("--runs N"),
             "--n" => o.n = value().parse().expect("--n N"),
             "--scale" => o.scale = value().split(',').map(|s| s.parse().expect("--scale 0,100000")).collect(),
-            "--no-peer" => {
-                o.peer = false;
-                i -= 1;
-            }
+            "--no-peer" => o.peer = false,
             other => panic!("unknown argument {other}"),
         }
-        i += 2;
     }
     o
 }

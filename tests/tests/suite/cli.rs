@@ -158,6 +158,53 @@ fn every_subcommand_has_a_happy_and_an_error_path() {
     }
 }
 
+/// The tenant's own commands beside the job ones: pausing queues, limits and
+/// usage, alerts, the right to delete and its receipts.
+#[test]
+fn queue_quota_alert_and_privacy_subcommands_have_a_happy_and_an_error_path() {
+    let server = Server::start();
+    let t = server.tenant("acme");
+    let acme = Cli { server: &server, key: t.tenant_admin.key.clone(), tenant: None };
+    let producer = Cli { server: &server, key: t.producer.key.clone(), tenant: None };
+    let admin = Cli { server: &server, key: server.admin_key.clone(), tenant: Some("acme".into()) };
+    for n in 0..3 {
+        t.producer.insert("emails", json!({ "payload": { "n": n } }));
+    }
+
+    assert!(acme.ok(&["queues", "pause", "emails"]).contains("queue emails paused"));
+    assert_eq!(t.worker.post("/v1/queues/emails/claim", json!({ "worker": "w" })).1["paused"], true);
+    assert!(acme.ok(&["queues", "resume", "emails"]).contains("queue emails resumed"));
+    assert_eq!(t.worker.claim("emails", 1, 60_000).len(), 1, "claims hand out jobs again");
+    acme.fails(&["queues", "pause", "bad~name"], 1, "VALIDATION");
+    producer.fails(&["queues", "pause", "emails"], 1, "FORBIDDEN");
+
+    let limits = admin.json(&["limits", "set", r#"{"max_pending": 500, "max_queues": 7}"#]);
+    assert_eq!((limits["max_pending"].as_u64(), limits["max_queues"].as_u64()), (Some(500), Some(7)));
+    assert_eq!(acme.json(&["limits", "get"])["max_pending"], 500);
+    admin.fails(&["limits", "set", "{not json"], 2, "not valid JSON");
+    acme.fails(&["limits", "set", r#"{"max_pending": 1}"#], 1, "FORBIDDEN");
+    assert_eq!(acme.json(&["limits", "get"])["max_pending"], 500, "a refused change changes nothing");
+
+    let usage = acme.json(&["usage"]);
+    assert_eq!((usage["tenant"].as_str(), usage["usage"]["pending"].as_u64()), (Some("acme"), Some(2)));
+    assert!(acme.ok(&["usage"]).contains("pending"));
+    let user = acme.json(&["usage", "--user", "user-1"]);
+    assert_eq!((user["user_id"].as_str(), user["pending"].as_u64()), (Some("user-1"), Some(2)));
+
+    assert!(acme.ok(&["alerts", "list"]).contains("SEVERITY"));
+    assert_eq!(acme.json(&["alerts", "history"])["events"], json!([]));
+    acme.fails(&["alerts", "ack", "emails:depth"], 1, "NOT_FOUND");
+
+    producer.fails(&["users", "delete", "user-1"], 1, "FORBIDDEN");
+    let receipt = acme.json(&["users", "delete", "user-1"]);
+    assert_eq!(receipt["jobs_deleted"], 3);
+    assert!(t.producer.list_all("queue=emails").is_empty(), "the user's jobs are gone");
+    let id = receipt["id"].as_str().unwrap();
+    assert!(acme.ok(&["deletions", "list"]).contains(id));
+    assert_eq!(acme.json(&["deletions", "show", id])["jobs_deleted"], 3);
+    acme.fails(&["deletions", "show", "no-such-receipt"], 1, "NOT_FOUND");
+}
+
 #[test]
 fn bulk_add_ten_thousand_jobs() {
     let server = Server::start();

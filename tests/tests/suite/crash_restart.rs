@@ -439,8 +439,6 @@ fn kill_nine_during_load_and_restart_ten_times() {
     );
 }
 
-/// Whether the server's journal holds a batch: a record starts with its (non-zero)
-/// length, and the file's unused space is zeros.
 /// The starts at which the server replayed journaled batches, once its `starts`-th
 /// start is in the log (one thread writes the log, in order, so the lines of that
 /// start's replay are in it by then).

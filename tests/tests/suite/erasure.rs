@@ -177,6 +177,15 @@ fn legally_held_jobs_survive_a_deletion_and_are_counted() {
     assert_eq!((receipt["jobs_deleted"].as_u64(), receipt["held_kept"].as_u64()), (Some(2), Some(1)));
     assert_eq!(t.producer.job(&jobs[0])["user_id"], "u-held", "the held job stays");
     assert_eq!(t.producer.get(&format!("/v1/jobs/{}", jobs[1])).0, 404);
-    // A user key of another user, and a producer, may not delete anyone.
+    // A user key of another user finds no such user (PERMISSIONS.md: another
+    // user's id is 404), and a producer may not delete anyone; the held job stays.
+    let (status, key) = t
+        .tenant_admin
+        .post("/v1/keys", json!({ "name": "other", "role": "user", "tenant": t.id, "user_id": "u-other" }));
+    assert_eq!(status, 201, "{key}");
+    let other_user = Api::new(&server.url, key["secret"].as_str().unwrap());
+    let (status, body) = other_user.delete("/v1/users/u-held/data");
+    assert_eq!((status, code(&body)), (404, "NOT_FOUND"), "{body}");
     assert_eq!(t.producer.delete("/v1/users/u-held/data").0, 403);
+    assert_eq!(t.producer.job(&jobs[0])["legal_hold"], true, "the refused deletions changed nothing");
 }

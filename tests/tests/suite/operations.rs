@@ -1,5 +1,7 @@
 //! Operations: pause and resume per queue and for the whole host.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use sluice_tests::*;
 
@@ -313,4 +315,33 @@ fn the_server_leaves_a_core_to_its_writer_unless_told_its_thread_count() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("--workers"), "{stderr}");
+}
+
+/// Past `--max-in-flight` requests at once, a request is answered at once with
+/// 503 `OVERLOADED` and `Retry-After` and changes nothing; once the load has
+/// passed, requests are served again.
+#[test]
+fn a_request_past_the_in_flight_limit_is_shed_and_changes_nothing() {
+    let server = Server::start_with(&["--max-in-flight", "1"]);
+    let t = server.tenant("busy");
+    // A claim long-polling an empty queue holds the one place for 3 s.
+    let worker = t.worker.clone();
+    let holder =
+        std::thread::spawn(move || worker.post("/v1/queues/idle/claim", json!({ "worker": "w", "wait_ms": 3000 })));
+    let shed = wait_for(Duration::from_secs(2), "a request to be shed", || {
+        let response = t.producer.request(reqwest::Method::GET, "/v1/jobs").send().expect("request");
+        (response.status() == 503).then_some(response)
+    });
+    assert_eq!(shed.headers()["content-type"], "application/problem+json");
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert_eq!(shed.json::<Value>().unwrap()["code"], "OVERLOADED");
+    let job_uuid = uuid::Uuid::new_v4().to_string();
+    let insert = json!({ "job_uuid": job_uuid, "queue": "q", "kind": "k", "user_id": "u", "payload": {} });
+    let (status, body) = t.producer.post("/v1/jobs", insert.clone());
+    assert_eq!((status, code(&body)), (503, "OVERLOADED"), "the claim still holds the place: {body}");
+
+    let (status, claimed) = holder.join().unwrap();
+    assert_eq!((status, claimed["jobs"].as_array().map(Vec::len)), (200, Some(0)), "{claimed}");
+    assert_eq!(t.producer.get(&format!("/v1/jobs/{job_uuid}")).0, 404, "the shed insert stored nothing");
+    assert_eq!(t.producer.post("/v1/jobs", insert).0, 201, "served again once the place is free");
 }

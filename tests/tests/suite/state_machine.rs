@@ -1,4 +1,4 @@
-//! The state table of DESIGN.md, written out by hand (not derived from the code's
+//! The state table (the README's "Jobs and their states"), written out by hand (not derived from the code's
 //! own table), checked row by row against the real server over HTTP.
 
 use serde_json::{Value, json};

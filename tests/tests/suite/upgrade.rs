@@ -108,6 +108,10 @@ fn upgrade_path_loses_nothing_and_picks_up_where_it_left_off() {
     let (_, body) = t.worker.post("/v1/queues/load/claim", json!({ "worker": "w" }));
     assert_eq!(body["paused"], true, "still paused after the restart");
     assert!(admin_cli(&server, &["resume"]).contains("resumed"));
+    let at_resume = {
+        let c = counts.lock().unwrap();
+        (c.acked_inserts.len(), c.completes.len())
+    };
     std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::Relaxed);
     for th in threads {
@@ -129,6 +133,15 @@ fn upgrade_path_loses_nothing_and_picks_up_where_it_left_off() {
         (left == 0).then_some(())
     });
     let counts = counts.lock().unwrap();
+    // The load ran through the new binary too, not only before the stop.
+    assert!(
+        counts.acked_inserts.len() > at_resume.0 && counts.completes.len() > at_resume.1,
+        "inserts and completes after the resume: {} and {} at the resume, {} and {} at the end",
+        at_resume.0,
+        at_resume.1,
+        counts.acked_inserts.len(),
+        counts.completes.len()
+    );
     let stored: HashSet<String> =
         t.producer.list_all("queue=load").iter().map(|j| j["job_uuid"].as_str().unwrap().to_owned()).collect();
     let lost: Vec<&String> = counts.acked_inserts.iter().filter(|u| !stored.contains(*u)).collect();
