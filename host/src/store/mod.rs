@@ -11,6 +11,7 @@ mod consistency;
 mod counted_file;
 mod export;
 mod journal;
+mod leased;
 mod plugin_ops;
 mod privacy_ops;
 mod redb_store;

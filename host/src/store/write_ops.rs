@@ -12,6 +12,7 @@ use redb::ReadableTable;
 use serde_json::{Map, Value, json};
 
 use super::codec::{decode, decode_queue_config, encode};
+use super::leased::LeasedSeqs;
 use super::tables::Tables;
 use super::writer::{OpError, WriteCtx};
 use super::{
@@ -300,7 +301,29 @@ fn load_job(t: &Tables<'_>, seq: u64, read: Option<ReadJob>) -> OpResult<Job> {
     reread(bytes.value(), read)
 }
 
-fn find_job(t: &Tables<'_>, tenant: &str, job_uuid: uuid::Uuid, read: Option<ReadJob>) -> OpResult<Job> {
+/// The job `job_uuid` of `tenant`: where the writer last leased it, if the record
+/// there is that job (no job_uuid index read), else through the index.
+fn find_job(
+    t: &Tables<'_>,
+    leased: &LeasedSeqs,
+    tenant: &str,
+    job_uuid: uuid::Uuid,
+    read: Option<ReadJob>,
+) -> OpResult<Job> {
+    if let Some(seq) = leased.seq(tenant, job_uuid)
+        && let Some(stored) = t.jobs.get(seq)?
+    {
+        match read {
+            // The request thread read this job by its job_uuid, and these are its bytes.
+            Some(read) if *stored.value() == *read.stored => return Ok(read.job),
+            _ => {
+                let job: Job = decode(stored.value())?;
+                if job.tenant == tenant && job.job_uuid == job_uuid {
+                    return Ok(job);
+                }
+            }
+        }
+    }
     let seq = t.uuids.get((tenant, job_uuid.as_u128()))?.map(|v| v.value()).unwrap_or(0);
     if seq == 0 {
         return Err(Error::not_found("job").into());
@@ -543,6 +566,7 @@ pub fn claim(ctx: &mut WriteCtx<'_, '_>, mut req: ClaimRequest) -> OpResult<Clai
             d.insert("plugin".into(), serde_json::to_value(judgement).unwrap_or_default());
         }
         record(t, &job, "claim", Some(from), &req.actor, d, ctx.now)?;
+        ctx.leased.remember(tenant, job.job_uuid, seq);
         claimed.jobs.push(job);
     }
     Ok(claimed)
@@ -590,7 +614,7 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, mut req: TransitionRequest) -> OpR
     let now = ctx.now;
     let t = &mut *ctx.tables;
     let expected_revision = req.judged.as_ref().map(|read| read.job.revision);
-    let old = match find_job(t, &req.tenant, req.job_uuid, req.judged.take()) {
+    let old = match find_job(t, ctx.leased, &req.tenant, req.job_uuid, req.judged.take()) {
         Err(OpError::Refused(e)) if e.code == Code::NotFound && req.command.token().is_some() => {
             let deleted = t.uuids.get((req.tenant.as_str(), req.job_uuid.as_u128()))?.is_some();
             return Err(if deleted { Error::lease_of_deleted_job() } else { e }.into());
@@ -690,6 +714,9 @@ pub fn transition(ctx: &mut WriteCtx<'_, '_>, mut req: TransitionRequest) -> OpR
     if action != Action::Heartbeat || d.contains_key("step") {
         record(t, &job, name, Some(from), &req.actor, d, now)?;
     }
+    if job.state != JobState::Processing {
+        ctx.leased.forget(job.job_uuid);
+    }
     Ok(Change { job, from, action: name })
 }
 
@@ -774,6 +801,7 @@ pub fn expire_leases(ctx: &mut WriteCtx<'_, '_>, limit: usize) -> OpResult<Vec<C
         put_job(t, Some(&index_keys(&old)), &job)?;
         let d = detail(json!({ "code": "LEASE_EXPIRED", "token": lease.map(|l| l.token) }));
         record(t, &job, Action::ExpireLease.name(), Some(old.state), &actor, d, now)?;
+        ctx.leased.forget(job.job_uuid);
         changes.push(Change { job, from: old.state, action: Action::ExpireLease.name() });
     }
     Ok(changes)

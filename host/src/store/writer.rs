@@ -21,6 +21,7 @@ use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
 use super::journal::Journal;
+use super::leased::LeasedSeqs;
 use super::tables::Tables;
 use crate::error::{Error, Result};
 use crate::model::now_ms;
@@ -58,6 +59,8 @@ pub struct WriteCtx<'a, 't> {
     pub tables: &'a mut Tables<'t>,
     pub now: DateTime<Utc>,
     pub next_seq: &'a mut u64,
+    /// Where the jobs this writer leased are stored (a hint for lease actions).
+    pub leased: &'a mut LeasedSeqs,
 }
 
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
@@ -255,6 +258,7 @@ impl Writer {
 fn run(db: SharedDb, mut log: Log, mut rx: mpsc::UnboundedReceiver<Msg>, mut next_seq: u64, counters: Arc<Counters>) {
     let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<Msg> = None;
+    let mut leased = LeasedSeqs::default();
     while let Some(msg) = held.take().or_else(|| rx.blocking_recv()) {
         match msg {
             Msg::Replace(build, done) => {
@@ -294,7 +298,7 @@ fn run(db: SharedDb, mut log: Log, mut rx: mpsc::UnboundedReceiver<Msg>, mut nex
         counters.largest_batch.fetch_max(size, Ordering::Relaxed);
         crate::metrics::batch(size as usize);
         let seq_before = next_seq;
-        match apply_batch(&db.load(), &mut log, &counters, batch.drain(..), &mut next_seq) {
+        match apply_batch(&db.load(), &mut log, &counters, batch.drain(..), &mut next_seq, &mut leased) {
             Ok(replies) => {
                 for reply in replies {
                     reply(Ok(()));
@@ -366,6 +370,7 @@ fn apply_batch(
     counters: &Counters,
     ops: impl Iterator<Item = Op>,
     next_seq: &mut u64,
+    leased: &mut LeasedSeqs,
 ) -> Result<Vec<Reply>, BatchFailure> {
     let mut replies: Vec<Reply> = Vec::new();
     let mut ops = ops.peekable();
@@ -378,7 +383,7 @@ fn apply_batch(
     let seq_before = *next_seq;
     let outcome = {
         let mut tables = Tables::open(&txn);
-        let mut ctx = WriteCtx { tables: &mut tables, now: now_ms(), next_seq };
+        let mut ctx = WriteCtx { tables: &mut tables, now: now_ms(), next_seq, leased };
         let mut failure = None;
         for op in ops.by_ref() {
             match guarded(|| op(&mut ctx)).and_then(|done| done.map_err(|e| (e, true))) {
