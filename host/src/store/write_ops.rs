@@ -308,20 +308,16 @@ fn find_job(
     leased: &LeasedSeqs,
     tenant: &str,
     job_uuid: uuid::Uuid,
-    read: Option<ReadJob>,
+    mut read: Option<ReadJob>,
 ) -> OpResult<Job> {
     if let Some(seq) = leased.seq(tenant, job_uuid)
         && let Some(stored) = t.jobs.get(seq)?
     {
-        match read {
-            // The request thread read this job by its job_uuid, and these are its bytes.
-            Some(read) if *stored.value() == *read.stored => return Ok(read.job),
-            _ => {
-                let job: Job = decode(stored.value())?;
-                if job.tenant == tenant && job.job_uuid == job_uuid {
-                    return Ok(job);
-                }
-            }
+        // `read` was read by this job_uuid: equal bytes are this job. A job that is
+        // not the one asked for leaves the index to answer, decoding anew.
+        let job = reread(stored.value(), read.take())?;
+        if job.tenant == tenant && job.job_uuid == job_uuid {
+            return Ok(job);
         }
     }
     let seq = t.uuids.get((tenant, job_uuid.as_u128()))?.map(|v| v.value()).unwrap_or(0);
